@@ -1,0 +1,233 @@
+//! Command-line arguments. The doc comments here are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const ABOUT: &str = "tabby networks containers, VMs and hosts the way Project Calico does: every workload gets a \
+routable IP, every host routes, and network policy is enforced by each host's kernel.";
+
+/// The kinds and the names they go by, for `--help` texts.
+macro_rules! kinds_help {
+    () => {
+        "\
+Kinds (any of the names in brackets):
+  Calico projectcalico.org/v3:
+    Tier [tier, tiers]                         GlobalNetworkPolicy [gnp, globalnetworkpolicies]
+    NetworkPolicy [np, policy, networkpolicy]  StagedNetworkPolicy [snp]
+    StagedGlobalNetworkPolicy [sgnp]           GlobalNetworkSet [gns]   NetworkSet [netset]
+    Profile [pro]  IPPool [ippool, ipp, pool]  IPReservation [ipr]
+    BGPConfiguration [bgpconfig]  BGPPeer [bgppeer, bp]  FelixConfiguration [felixconfig]
+    Node [node, no]  HostEndpoint [hep]  WorkloadEndpoint [wep]
+  Kubernetes:
+    NetworkPolicy.networking.k8s.io [netpol, knp]  Namespace [ns]  Pod [po]  ServiceAccount [sa]
+  all: every kind (get only)"
+    };
+}
+
+/// tabby: routable workload IPs and per-host network policy, Calico-compatible.
+#[derive(Debug, Parser)]
+#[command(name = "tabby", version, about = ABOUT, after_help = "\
+Examples:
+  tabby apply -f examples/                 store every resource under examples/
+  tabby get gnp                            list global network policies
+  tabby get np -A -o wide                  namespaced policies in every namespace
+  tabby selector parse \"app == 'web'\"      canonical form and ID of a selector
+
+The datastore is a SQLite file by default; set --datastore or TABBY_DATASTORE to choose another.")]
+pub(crate) struct Cli {
+    /// Datastore URL: sqlite:PATH (default: sqlite:/var/lib/tabby/tabby.db as root) or etcd://HOST:PORT.
+    #[arg(long, global = true, env = "TABBY_DATASTORE", value_name = "URL")]
+    pub(crate) datastore: Option<String>,
+    /// More log output on stderr (-v info, -vv debug). TABBY_LOG takes a tracing filter.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create or update the resources in files: every document or none.
+    #[command(after_help = "\
+Every document of every file is validated first; if any is invalid, every problem is listed
+(kind, name, field path and reason) and nothing is written. The write itself is one atomic
+datastore commit.
+
+Examples:
+  tabby apply -f policy.yaml
+  tabby apply -f examples/                 every .yaml, .yml and .json file in the folder
+  kubectl get ns,pods,netpol -A -o yaml | tabby apply -f -
+  tabby apply -f policy.yaml --dry-run     validate and show what would change")]
+    Apply(WriteArgs),
+    /// Create the resources in files; fails (writing nothing) if any exists.
+    #[command(after_help = "Example:\n  tabby create -f tier.yaml")]
+    Create(WriteArgs),
+    /// Replace existing resources; fails (writing nothing) if any is missing.
+    #[command(after_help = "\
+A metadata.resourceVersion in the file must match the stored one, so that a change made by
+someone else since you read the object is never overwritten (get -o yaml, edit, replace).
+
+Example:
+  tabby get gnp deny-db -o yaml > p.yaml && $EDITOR p.yaml && tabby replace -f p.yaml")]
+    Replace(WriteArgs),
+    /// Delete resources named in files, or by kind and name: all or nothing.
+    #[command(after_help = concat!("\
+Examples:
+  tabby delete -f policy.yaml
+  tabby delete gnp deny-db allow-dns
+  tabby delete np web -n prod --ignore-not-found
+
+", kinds_help!()))]
+    Delete(DeleteArgs),
+    /// List or show resources.
+    #[command(after_help = concat!("\
+Examples:
+  tabby get ippools                        a table of pools
+  tabby get gnp deny-db -o yaml            one policy as YAML (apply-able as is)
+  tabby get np -A -o wide                  policies of every namespace, more columns
+  tabby get all -A                         everything stored
+
+", kinds_help!()))]
+    Get(GetArgs),
+    /// Add, change or remove labels of one resource.
+    #[command(after_help = "\
+Examples:
+  tabby label wep web-1 -n prod tier=frontend       add a label
+  tabby label node node-1 rack=r2 --overwrite       change an existing label
+  tabby label gns blocklist threat-                 remove a label")]
+    Label(LabelArgs),
+    /// Parse and evaluate Calico selectors (for scripts and debugging).
+    #[command(subcommand)]
+    Selector(SelectorCommand),
+}
+
+/// Where resources come from.
+#[derive(Debug, Args)]
+pub(crate) struct FileArgs {
+    /// A file, a folder (its .yaml, .yml and .json files) or - for standard input. Repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    pub(crate) files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WriteArgs {
+    #[command(flatten)]
+    pub(crate) files: FileArgs,
+    /// Namespace for namespaced resources that name none; documents naming another are refused.
+    #[arg(short, long)]
+    pub(crate) namespace: Option<String>,
+    /// Validate and show what would change, writing nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeleteArgs {
+    /// Files naming the resources to delete.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "PATH",
+        conflicts_with = "kind"
+    )]
+    pub(crate) files: Vec<PathBuf>,
+    /// The kind, when deleting by name.
+    #[arg(required_unless_present = "files", requires = "names")]
+    pub(crate) kind: Option<String>,
+    /// Names of the resources to delete.
+    pub(crate) names: Vec<String>,
+    /// Namespace of namespaced resources (default: default).
+    #[arg(short, long)]
+    pub(crate) namespace: Option<String>,
+    /// Skip resources that do not exist instead of failing.
+    #[arg(long)]
+    pub(crate) ignore_not_found: bool,
+    /// Show what would be deleted, deleting nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum OutputFormat {
+    /// A table of names and key fields.
+    Table,
+    /// A table with more columns.
+    Wide,
+    /// YAML documents, apply-able as they are.
+    Yaml,
+    /// JSON (one object, or a List for several).
+    Json,
+    /// kind/name lines, for scripts.
+    Name,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    /// The kind (see below), or `all`.
+    pub(crate) kind: String,
+    /// Names; all objects of the kind when none is given.
+    pub(crate) names: Vec<String>,
+    /// Namespace of namespaced kinds (default: default).
+    #[arg(short, long, conflicts_with = "all_namespaces")]
+    pub(crate) namespace: Option<String>,
+    /// List namespaced kinds across every namespace.
+    #[arg(short = 'A', long)]
+    pub(crate) all_namespaces: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub(crate) output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LabelArgs {
+    /// The kind of the resource.
+    pub(crate) kind: String,
+    /// Its name.
+    pub(crate) name: String,
+    /// Label changes: key=value to set, key- to remove.
+    #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
+    pub(crate) changes: Vec<String>,
+    /// Namespace of a namespaced resource (default: default).
+    #[arg(short, long)]
+    pub(crate) namespace: Option<String>,
+    /// Allow changing the value of a label that is already set.
+    #[arg(long)]
+    pub(crate) overwrite: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SelectorCommand {
+    /// Print a selector's canonical form and ID; exit status 1 if it is invalid.
+    #[command(after_help = "\
+Examples:
+  tabby selector parse \"app == 'web' && !has(canary)\"
+  tabby selector parse 'role in {\"db\", \"cache\"}' -o json
+    {\"canonical\":\"role in {\\\"cache\\\", \\\"db\\\"}\",\"id\":\"s:...\"}")]
+    Parse {
+        /// The selector expression (Calico syntax).
+        expr: String,
+        /// text: canonical form, then ID, one per line; json: {\"canonical\": ..., \"id\": ...}.
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: SelectorOutput,
+    },
+    /// Print true or false: does the selector match these labels?
+    #[command(after_help = "\
+Example:
+  tabby selector match \"app == 'web'\" --labels '{\"app\": \"web\", \"tier\": \"1\"}'    prints true")]
+    Match {
+        /// The selector expression (Calico syntax).
+        expr: String,
+        /// The labels, as a JSON object of strings.
+        #[arg(long, value_name = "JSON", default_value = "{}")]
+        labels: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum SelectorOutput {
+    /// Canonical form and ID on two lines.
+    Text,
+    /// A JSON object.
+    Json,
+}
