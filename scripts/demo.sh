@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The main job for now: build tabby, store the example resources (Calico manifests and a
+# Kubernetes NetworkPolicy) in a demo datastore, and list what was stored.
+# (The multi-host lab demo replaces this once the dataplane lands.)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh
+cargo build --release --locked -p tabby
+tabby=target/release/tabby
+
+export TABBY_DATASTORE="sqlite:${TABBY_DEMO_DB:-/tmp/tabby-demo/tabby.db}"
+echo "== datastore: $TABBY_DATASTORE"
+echo
+echo "== tabby apply -f examples/"
+"$tabby" apply -f examples/
+echo
+echo "== tabby get all -A"
+"$tabby" get all -A
+echo
+echo "== tabby get gnp deny-blocklist -o yaml"
+"$tabby" get gnp deny-blocklist -o yaml
+echo "== a selector, its canonical form and ID"
+"$tabby" selector parse "app == 'web' && tier in {'api', 'web'}"
+echo
+echo "== an invalid file is refused whole, with every problem named"
+bad=$(mktemp)
+trap 'rm -f "$bad"' EXIT
+cat > "$bad" <<'YAML'
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: deny-db}
+spec:
+  selector: role == 'db'
+  ingress:
+    - action: Deny
+      protocol: TCP
+      destination: {ports: [5432, "90:80"]}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: typo}
+spec: {cidr: 10.66.0.0/16, blockSzie: 26}
+YAML
+"$tabby" apply -f "$bad" || true

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what building and testing tabby needs on a fresh Debian bookworm machine (as root).
+# Idempotent and quick when everything is present: apt-get runs only for what is missing.
+set -euo pipefail
+
+# command -> Debian package that provides it
+declare -A needs=(
+  [cc]=gcc            # rusqlite builds its bundled SQLite
+  [make]=make
+  [python3]=python3   # scripts/check-licenses.py
+)
+
+missing=()
+for cmd in "${!needs[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${needs[$cmd]}")
+done
+# libc headers are not a command; check the file.
+[ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "deps: missing ${missing[*]}; run as root (or install them) first" >&2
+    exit 1
+  fi
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "deps: cargo not found; install the Rust toolchain (rustup) first" >&2
+  exit 1
+fi
