@@ -16,6 +16,10 @@ use yaml_rust2::{Event, Yaml, YamlEmitter};
 /// Most nodes a file may expand to through aliases, far above any real manifest.
 const MAX_NODES: usize = 5_000_000;
 
+/// Deepest nesting accepted, as serde_json's limit: deeper values would overflow the stack
+/// when later deserialised or dropped (both recurse).
+const MAX_DEPTH: usize = 128;
+
 /// A YAML syntax error with its position.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line} column {column}: {message}")]
@@ -142,6 +146,12 @@ impl Builder {
             Event::Scalar(v, style, anchor, tag) => {
                 let value = scalar_value(v, style, tag.as_ref()).map_err(|m| err_at(mark, m))?;
                 self.insert(value, anchor, 1, mark)?;
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) if self.stack.len() >= MAX_DEPTH => {
+                return Err(err_at(
+                    mark,
+                    format!("nesting deeper than {MAX_DEPTH} levels"),
+                ));
             }
             Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(Vec::new(), anchor)),
             Event::MappingStart(anchor, _) => self.stack.push(Frame::Map(Map::new(), None, anchor)),

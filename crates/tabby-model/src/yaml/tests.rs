@@ -53,3 +53,20 @@ fn values_round_trip_through_yaml_text() {
     let back = parse_documents(&text).unwrap();
     assert_eq!(back[0].value, v, "{text}");
 }
+
+#[test]
+fn deep_nesting_is_refused_not_a_stack_overflow() {
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let e = parse_documents(&deep).unwrap_err();
+    assert!(
+        e.message.contains("nesting deeper than") || e.message.contains("recursion limit"),
+        "{e}"
+    );
+    let block: String = (0..200)
+        .map(|i| format!("{}k{i}:\n", "  ".repeat(i)))
+        .collect();
+    let e = parse_documents(&block).unwrap_err();
+    assert!(e.message.contains("nesting deeper than"), "{e}");
+    let ok = format!("{}{}", "[".repeat(100), "]".repeat(100));
+    assert!(parse_documents(&ok).is_ok());
+}
