@@ -468,13 +468,12 @@ fn decode(entry: &Entry) -> Result<Resource, ClientError> {
 /// Whether a failed commit lost a race (someone else wrote in between), so planning again from
 /// fresh reads may succeed.
 fn is_race(e: &StoreError) -> bool {
-    match e {
+    matches!(
+        e.root(),
         StoreError::Conflict { .. }
-        | StoreError::AlreadyExists { .. }
-        | StoreError::NotFound { .. } => true,
-        StoreError::OpFailed { error, .. } => is_race(error),
-        _ => false,
-    }
+            | StoreError::AlreadyExists { .. }
+            | StoreError::NotFound { .. }
+    )
 }
 
 #[cfg(test)]

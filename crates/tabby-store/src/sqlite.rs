@@ -114,7 +114,13 @@ impl SqliteStore {
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let path = path.into();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(|e| write_error(dir, &e))?;
+            fs::create_dir_all(dir).map_err(|e| match write_error(dir, &e) {
+                StoreError::Io { path, message } => StoreError::Io {
+                    path,
+                    message: format!("cannot create the datastore's folder: {message}"),
+                },
+                other => other,
+            })?;
         }
         probe(&path)?;
 
