@@ -297,11 +297,12 @@ fn check_entity(
             });
         }
     }
+    // Calico forbids global() only in policy-level selectors; in a rule it simply matches.
     if let Some(s) = &e.selector {
-        check_selector(c, "selector", s, false);
+        check_selector(c, "selector", s, true);
     }
     if let Some(s) = &e.not_selector {
-        check_selector(c, "notSelector", s, false);
+        check_selector(c, "notSelector", s, true);
     }
     if let Some(s) = &e.namespace_selector {
         check_selector(c, "namespaceSelector", s, true);

@@ -356,7 +356,7 @@ pub fn check_selector(
     c.field(field, |c| match Selector::parse(expr) {
         Ok(sel) => {
             if !allow_global && sel.uses_global() {
-                c.error("global() is only allowed in a rule's namespaceSelector");
+                c.error("global() is only allowed in a rule's source or destination selectors");
             }
             Some(sel)
         }

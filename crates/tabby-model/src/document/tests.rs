@@ -220,3 +220,19 @@ fn empty_files_are_an_error() {
         Err(LoadError::Empty { .. })
     ));
 }
+
+#[test]
+fn global_is_refused_in_policy_selectors_but_not_in_rules() {
+    let gnp = |sel: &str, rule_sel: &str| {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: g}}\n\
+             spec:\n  selector: \"{sel}\"\n  ingress: [{{action: Allow, source: {{selector: \"{rule_sel}\"}}}}]\n"
+        )
+    };
+    assert!(load_str(&gnp("all()", "global()")).is_ok());
+    let all = issues(&gnp("global()", "all()")).join("\n");
+    assert!(
+        all.contains("spec.selector: global() is only allowed"),
+        "{all}"
+    );
+}
