@@ -62,7 +62,11 @@ fn main() {
             .output()
             .expect("tabby must run");
         let elapsed = start.elapsed();
-        assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         elapsed
     };
     let create = run();
