@@ -1,39 +1,26 @@
 //! Client behaviour against the real SQLite backend in a temporary directory.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use tabby_model::{LoadOptions, load};
 use tabby_store::sqlite::SqliteStore;
+use tabby_test_util::ScratchDir;
 
 use super::*;
 
 struct TempDb {
-    dir: PathBuf,
+    dir: ScratchDir,
 }
 
 impl TempDb {
     fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "tabby-client-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir must be creatable");
-        Self { dir }
+        Self {
+            dir: ScratchDir::new("client"),
+        }
     }
 
     fn client(&self) -> Client {
         Client::new(Box::new(
-            SqliteStore::open(self.dir.join("t.db")).expect("store must open"),
+            SqliteStore::open(self.dir.path().join("t.db")).expect("store must open"),
         ))
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -1,63 +1,11 @@
-//! Runs the shared selector conformance vectors (`/work/shared/conformance/selectors`, beside
+//! Runs the shared selector conformance vectors (`../shared/conformance/selectors`, beside
 //! the repository) in place. The vectors are never copied into the project.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use tabby_selector::Selector;
-
-/// Where the shared conformance vectors live, relative to this crate.
-const SELECTOR_VECTORS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/conformance/selectors"
-);
-
-/// Finds a shared test-data folder.
-///
-/// Returns `None`, after printing why, when the folder is absent, so that a checkout without
-/// the shared folder still passes `cargo test`. Under `CI=true` an absent folder is a failure:
-/// CI must never pass by silently skipping.
-#[expect(
-    clippy::print_stdout,
-    reason = "a skipped test says so on the test's output"
-)]
-pub fn shared_dir_or_skip(test: &str, dir: &str) -> Option<PathBuf> {
-    let path = Path::new(dir);
-    if path.is_dir() {
-        return Some(path.to_path_buf());
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    assert!(
-        !ci,
-        "{test}: shared folder {} is missing and CI=true, so this is a failure",
-        path.display()
-    );
-    println!(
-        "{test}: skipped, shared folder {} is missing (set CI=true to make this fail)",
-        path.display()
-    );
-    None
-}
-
-/// Reads one JSONL file of the vector folder; each entry is (line number, object).
-fn read_jsonl(dir: &Path, name: &str) -> Vec<(usize, Value)> {
-    let path = dir.join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{} must be readable: {e}", path.display()));
-    let rows: Vec<(usize, Value)> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| {
-            let v = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("{name}:{}: invalid JSON: {e}", i + 1));
-            (i + 1, v)
-        })
-        .collect();
-    assert!(!rows.is_empty(), "{name} holds no vectors");
-    rows
-}
+use tabby_test_util::{conformance_dir, read_jsonl};
 
 fn str_field<'v>(row: &'v Value, field: &str, at: &str) -> &'v str {
     row.get(field)
@@ -103,11 +51,11 @@ fn assert_no_failures(file: &str, checked: usize, failures: &[String]) {
 
 #[test]
 fn selector_cases_match_and_canonicalise_like_calico() {
-    let Some(dir) = shared_dir_or_skip("selector_cases", SELECTOR_VECTORS) else {
+    let Some(dir) = conformance_dir("selector_cases", "selectors") else {
         return;
     };
     let file = "selector_cases.jsonl";
-    let rows = read_jsonl(&dir, file);
+    let rows = read_jsonl(&dir.join(file));
     let mut failures = Vec::new();
     for (line, row) in &rows {
         let at = format!("{file}:{line}");
@@ -154,11 +102,11 @@ fn selector_cases_match_and_canonicalise_like_calico() {
 
 #[test]
 fn selector_canonical_forms_and_ids_match_calico() {
-    let Some(dir) = shared_dir_or_skip("selector_canonical", SELECTOR_VECTORS) else {
+    let Some(dir) = conformance_dir("selector_canonical", "selectors") else {
         return;
     };
     let file = "selector_canonical.jsonl";
-    let rows = read_jsonl(&dir, file);
+    let rows = read_jsonl(&dir.join(file));
     let mut failures = Vec::new();
     for (line, row) in &rows {
         let at = format!("{file}:{line}");
@@ -190,11 +138,11 @@ fn selector_canonical_forms_and_ids_match_calico() {
 
 #[test]
 fn selector_invalid_inputs_are_rejected() {
-    let Some(dir) = shared_dir_or_skip("selector_invalid", SELECTOR_VECTORS) else {
+    let Some(dir) = conformance_dir("selector_invalid", "selectors") else {
         return;
     };
     let file = "selector_invalid.jsonl";
-    let rows = read_jsonl(&dir, file);
+    let rows = read_jsonl(&dir.join(file));
     let mut failures = Vec::new();
     for (line, row) in &rows {
         let at = format!("{file}:{line}");
@@ -212,18 +160,4 @@ fn selector_invalid_inputs_are_rejected() {
         }
     }
     assert_no_failures(file, rows.len(), &failures);
-}
-
-#[test]
-fn missing_shared_folder_skips_locally_and_fails_under_ci() {
-    let missing = concat!(env!("CARGO_MANIFEST_DIR"), "/no-such-shared-folder");
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let outcome = std::panic::catch_unwind(|| shared_dir_or_skip("probe", missing));
-    match outcome {
-        Ok(found) => {
-            assert!(!ci, "under CI=true a missing folder must fail");
-            assert_eq!(found, None);
-        }
-        Err(_) => assert!(ci, "outside CI a missing folder must only skip"),
-    }
 }

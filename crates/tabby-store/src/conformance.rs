@@ -11,11 +11,9 @@
 //! [`multi_process_cas`] needs processes, which only the test binary can start: it takes a
 //! closure that spawns one child, and the child runs [`cas_worker`].
 
-use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
 use std::time::{Duration, Instant};
-use std::{fs, thread};
 
 use crate::{Datastore, Entry, Event, Key, Op, Revision, StoreError, Watch, WatchFilter};
 
@@ -976,44 +974,5 @@ pub fn multi_process_cas(
 
 // ===== scratch space =====
 
-/// A directory for one test's files, unique per process and call, removed on drop.
-#[derive(Debug)]
-pub struct ScratchDir {
-    path: PathBuf,
-    files: AtomicUsize,
-}
-
-impl ScratchDir {
-    /// Creates `$TMPDIR/tabby-store-<tag>-<pid>-<n>`.
-    pub fn new(tag: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("tabby-store-{tag}-{}-{n}", std::process::id()));
-        // A leftover of a crashed run with a recycled pid would show the test old data.
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path)
-            .unwrap_or_else(|err| panic!("creating {}: {err}", path.display()));
-        Self {
-            path,
-            files: AtomicUsize::new(0),
-        }
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// A path for a new file in the directory, different on every call.
-    pub fn file(&self, stem: &str) -> PathBuf {
-        let n = self.files.fetch_add(1, Ordering::Relaxed);
-        self.path.join(format!("{stem}-{n}.db"))
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
-    }
-}
+/// Scratch folders for backends' tests (shared with every crate's tests).
+pub use tabby_test_util::ScratchDir;

@@ -1,12 +1,13 @@
 //! The `tabby` binary end to end, against a real SQLite datastore in a temporary folder.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tabby_test_util::ScratchDir;
 
 struct Tabby {
-    dir: PathBuf,
+    dir: ScratchDir,
 }
 
 struct Run {
@@ -17,18 +18,13 @@ struct Run {
 
 impl Tabby {
     fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "tabby-cli-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir must be creatable");
-        Self { dir }
+        Self {
+            dir: ScratchDir::new("cli"),
+        }
     }
 
     fn url(&self) -> String {
-        format!("sqlite:{}", self.dir.join("tabby.db").display())
+        format!("sqlite:{}", self.dir.path().join("tabby.db").display())
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -67,7 +63,7 @@ impl Tabby {
     }
 
     fn file(&self, name: &str, text: &str) -> String {
-        let p = self.dir.join(name);
+        let p = self.dir.path().join(name);
         std::fs::write(&p, text).expect("test file must be writable");
         p.display().to_string()
     }
@@ -75,12 +71,6 @@ impl Tabby {
     /// Everything stored, as YAML: used to prove that a failed command changed nothing.
     fn everything(&self) -> String {
         self.ok(&["get", "all", "-A", "-o", "yaml"])
-    }
-}
-
-impl Drop for Tabby {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -276,7 +266,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
 #[test]
 fn a_datastore_that_is_not_ours_is_refused_untouched() {
     let t = Tabby::new();
-    let path = t.dir.join("notes.txt");
+    let path = t.dir.path().join("notes.txt");
     std::fs::write(&path, "my notes\n").unwrap();
     let r = Tabby::command(&t, &["get", "tiers"])
         .env("TABBY_DATASTORE", format!("sqlite:{}", path.display()))

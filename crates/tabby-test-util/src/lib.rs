@@ -1,0 +1,133 @@
+//! Test fixtures shared by tabby's crates, so that no crate copies another's: scratch folders
+//! that remove themselves, and the locator for the external conformance vectors in
+//! `../shared/conformance/` (read in place, never copied into the project).
+//!
+//! Only tests and benchmarks depend on this crate; production code must not.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::Value;
+
+/// A folder for one test's files, unique per process and call, removed on drop (also when the
+/// test panics).
+#[derive(Debug)]
+pub struct ScratchDir {
+    path: PathBuf,
+    files: AtomicUsize,
+}
+
+impl ScratchDir {
+    /// Creates `$TMPDIR/tabby-<tag>-<pid>-<n>`.
+    pub fn new(tag: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("tabby-{tag}-{}-{n}", std::process::id()));
+        // A leftover of a crashed run with a recycled pid would show the test old data.
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path)
+            .unwrap_or_else(|err| panic!("creating {}: {err}", path.display()));
+        Self {
+            path,
+            files: AtomicUsize::new(0),
+        }
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A path for a new database file in the folder, different on every call.
+    pub fn file(&self, stem: &str) -> PathBuf {
+        let n = self.files.fetch_add(1, Ordering::Relaxed);
+        self.path.join(format!("{stem}-{n}.db"))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// The shared conformance folder beside the repository (`<repo>/../shared/conformance`).
+const CONFORMANCE_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/conformance");
+
+/// Finds `../shared/conformance/<sub>`.
+///
+/// Returns `None`, after printing why, when the folder is absent, so that a user's clone without
+/// the shared folder still passes `cargo test`. Under `CI=true` an absent folder is a failure:
+/// CI must never pass by silently skipping.
+#[expect(
+    clippy::print_stdout,
+    reason = "a skipped test says so on the test's output"
+)]
+pub fn conformance_dir(test: &str, sub: &str) -> Option<PathBuf> {
+    let path = Path::new(CONFORMANCE_ROOT).join(sub);
+    if path.is_dir() {
+        return Some(path);
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    assert!(
+        !ci,
+        "{test}: shared folder {} is missing and CI=true, so this is a failure",
+        path.display()
+    );
+    println!(
+        "{test}: skipped, shared folder {} is missing (set CI=true to make this fail)",
+        path.display()
+    );
+    None
+}
+
+/// Reads a JSON Lines file: each entry is (1-based line number, object). Panics with the file
+/// and line on anything malformed, and on an empty file (a vector file with no vectors would
+/// make its tests pass vacuously).
+pub fn read_jsonl(path: &Path) -> Vec<(usize, Value)> {
+    let text = fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{} must be readable: {e}", path.display()));
+    let rows: Vec<(usize, Value)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            let v = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}:{}: invalid JSON: {e}", path.display(), i + 1));
+            (i + 1, v)
+        })
+        .collect();
+    assert!(!rows.is_empty(), "{} holds no vectors", path.display());
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_dirs_are_unique_and_removed_on_drop() {
+        let a = ScratchDir::new("util");
+        let b = ScratchDir::new("util");
+        assert_ne!(a.path(), b.path());
+        assert_ne!(a.file("x"), a.file("x"));
+        let kept = a.path().to_path_buf();
+        assert!(kept.is_dir());
+        drop(a);
+        assert!(!kept.exists());
+    }
+
+    #[test]
+    fn missing_shared_folder_skips_locally_and_fails_under_ci() {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        let outcome = std::panic::catch_unwind(|| conformance_dir("probe", "no-such-folder"));
+        match outcome {
+            Ok(found) => {
+                assert!(!ci, "under CI=true a missing folder must fail");
+                assert_eq!(found, None);
+            }
+            Err(_) => assert!(ci, "outside CI a missing folder must only skip"),
+        }
+    }
+}
