@@ -14,6 +14,7 @@ pub mod bgp;
 mod check;
 mod document;
 pub mod k8s;
+pub mod k8s_convert;
 mod kind;
 mod meta;
 pub mod network;
