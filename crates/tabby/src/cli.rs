@@ -100,6 +100,74 @@ Examples:
     /// Parse and evaluate Calico selectors (for scripts and debugging).
     #[command(subcommand)]
     Selector(SelectorCommand),
+    /// Analyse policy: who can reach whom, and which tier, policy and rule decides.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// Where the analysed resources come from.
+#[derive(Debug, Args)]
+pub(crate) struct PolicySource {
+    /// Files of namespaces, pods or workload endpoints, and policies (a `kubectl get
+    /// ns,pods,networkpolicies -A -o yaml` dump works as it is). Default: the datastore.
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
+    pub(crate) files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum MatrixOutput {
+    /// A grid: `.` allowed, `X` denied.
+    Table,
+    /// {"pods": [...], "allowed": {"ns/from": {"ns/to": true|false}}}
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Print who can reach whom on one port and protocol.
+    #[command(after_help = "\
+Each cell is the verdict for a new connection from the row's pod to the column's pod: the
+source's egress policy and the destination's ingress policy must both allow it.
+
+Examples:
+  tabby policy matrix -f cluster.yaml --port 80
+  kubectl get ns,pods,netpol -A -o yaml | tabby policy matrix -f - --port 5432 -o json
+  tabby policy matrix --port 53 --protocol UDP        from the datastore")]
+    Matrix {
+        #[command(flatten)]
+        source: PolicySource,
+        /// Destination port.
+        #[arg(long, default_value_t = 80)]
+        port: u16,
+        /// TCP, UDP or SCTP.
+        #[arg(long, default_value = "TCP")]
+        protocol: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: MatrixOutput,
+    },
+    /// Explain the verdict for one connection: the tiers, policies and rules that decide it.
+    #[command(after_help = "\
+FROM and TO are pods or workload endpoints as namespace/name, or IP addresses (an address
+outside the cluster has no policy of its own).
+
+Examples:
+  tabby policy explain shop/frontend shop/database --port 5432 -f cluster.yaml
+  tabby policy explain 203.0.113.7 shop/frontend --port 443")]
+    Explain {
+        /// Source: namespace/name or an IP address.
+        from: String,
+        /// Destination: namespace/name or an IP address.
+        to: String,
+        #[command(flatten)]
+        source: PolicySource,
+        /// Destination port.
+        #[arg(long, default_value_t = 80)]
+        port: u16,
+        /// TCP, UDP or SCTP.
+        #[arg(long, default_value = "TCP")]
+        protocol: String,
+    },
 }
 
 /// Where resources come from.

@@ -4,6 +4,7 @@
 mod cli;
 mod input;
 mod output;
+mod policy;
 mod resources;
 mod selector;
 
@@ -18,6 +19,7 @@ fn main() -> ExitCode {
     init_tracing(cli.verbose);
     let result = match &cli.command {
         Command::Selector(cmd) => selector::run(cmd),
+        Command::Policy(cmd) => policy::run(cli.datastore.as_deref(), cmd),
         cmd => resources::run(&cli, cmd),
     };
     match result {

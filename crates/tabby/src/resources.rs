@@ -28,12 +28,12 @@ pub(crate) fn run(cli: &Cli, command: &Command) -> Result<ExitCode> {
         Command::Delete(args) => delete(&connect()?, args),
         Command::Get(args) => get(&connect()?, args),
         Command::Label(args) => label(&connect()?, args),
-        Command::Selector(_) => unreachable!("dispatched in main"),
+        Command::Selector(_) | Command::Policy(_) => unreachable!("dispatched in main"),
     }
 }
 
 /// Loads every document of every input; all errors of all files are collected.
-fn load_inputs(
+pub(crate) fn load_inputs(
     files: &[std::path::PathBuf],
     namespace: Option<&str>,
     defaults: bool,

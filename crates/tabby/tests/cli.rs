@@ -453,6 +453,8 @@ fn every_command_has_help_with_examples() {
         vec!["label", "--help"],
         vec!["selector", "parse", "--help"],
         vec!["selector", "match", "--help"],
+        vec!["policy", "matrix", "--help"],
+        vec!["policy", "explain", "--help"],
     ] {
         let out = t.ok(&cmd);
         assert!(
@@ -460,4 +462,78 @@ fn every_command_has_help_with_examples() {
             "{cmd:?} --help has no examples:\n{out}"
         );
     }
+}
+
+const SHOP: &str = r#"
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Namespace, metadata: {name: shop}}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: web, namespace: shop, labels: {app: web}}
+  spec: {containers: [{name: c}]}
+  status: {podIP: 10.65.0.10}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: db, namespace: shop, labels: {app: db}}
+  spec: {containers: [{name: c}]}
+  status: {podIP: 10.65.0.20}
+- apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata: {name: db-only-from-web, namespace: shop}
+  spec:
+    podSelector: {matchLabels: {app: db}}
+    ingress: [{from: [{podSelector: {matchLabels: {app: web}}}], ports: [{port: 5432}]}]
+"#;
+
+#[test]
+fn policy_matrix_and_explain_from_a_file_and_from_the_datastore() {
+    let t = Tabby::new();
+    let file = t.file("shop.yaml", SHOP);
+    let json = t.ok(&[
+        "policy", "matrix", "-f", &file, "--port", "5432", "-o", "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["pods"], serde_json::json!(["shop/db", "shop/web"]));
+    assert_eq!(v["allowed"]["shop/web"]["shop/db"], true);
+    assert_eq!(v["allowed"]["shop/db"]["shop/db"], false);
+    assert_eq!(v["allowed"]["shop/db"]["shop/web"], true);
+    let table = t.ok(&["policy", "matrix", "-f", &file, "--port", "80"]);
+    assert!(table.contains("TCP/80") && table.contains('X'), "{table}");
+
+    let why = t.ok(&[
+        "policy", "explain", "shop/web", "shop/db", "--port", "80", "-f", &file,
+    ]);
+    assert!(
+        why.starts_with("shop/web -> shop/db TCP/80: DENIED"),
+        "{why}"
+    );
+    assert!(
+        why.contains("tier \"default\"") && why.contains("db-only-from-web"),
+        "{why}"
+    );
+
+    // The same state from the datastore.
+    t.ok(&["apply", "-f", &file]);
+    let from_store = t.ok(&["policy", "matrix", "--port", "5432", "-o", "json"]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&from_store).unwrap(),
+        v
+    );
+
+    let unknown = t.run(&["policy", "explain", "shop/wbe", "shop/db", "-f", &file]);
+    assert_eq!(unknown.code, 1);
+    assert!(
+        unknown.stderr.contains("unknown pod \"shop/wbe\""),
+        "{}",
+        unknown.stderr
+    );
+    let bad_proto = t.run(&["policy", "matrix", "-f", &file, "--protocol", "TPC"]);
+    assert_eq!(bad_proto.code, 1);
+    assert!(
+        bad_proto.stderr.contains("unknown protocol"),
+        "{}",
+        bad_proto.stderr
+    );
 }

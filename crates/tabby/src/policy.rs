@@ -1,0 +1,165 @@
+//! `tabby policy matrix|explain`: who can reach whom, and why.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use tabby_calc::{Cluster, Peer, Query, evaluate, matrix};
+use tabby_client::Client;
+use tabby_model::values::{IntOrString, Protocol};
+use tabby_model::{Kind, Resource};
+
+use crate::cli::{MatrixOutput, PolicyCommand, PolicySource};
+use crate::output::{self, out};
+use crate::resources::load_inputs;
+
+pub(crate) fn run(datastore: Option<&str>, cmd: &PolicyCommand) -> Result<ExitCode> {
+    match cmd {
+        PolicyCommand::Matrix {
+            source,
+            port,
+            protocol,
+            output,
+        } => {
+            let cluster = cluster(datastore, source)?;
+            let q = query(protocol, *port)?;
+            print_matrix(&cluster, &q, *output)?;
+        }
+        PolicyCommand::Explain {
+            from,
+            to,
+            source,
+            port,
+            protocol,
+        } => {
+            let cluster = cluster(datastore, source)?;
+            let q = query(protocol, *port)?;
+            let src = peer(&cluster, from)?;
+            let dst = peer(&cluster, to)?;
+            let verdict = evaluate(&cluster, src, dst, &q);
+            let word = if verdict.allowed() {
+                "ALLOWED"
+            } else {
+                "DENIED"
+            };
+            out(&format!(
+                "{from} -> {to} {q}: {word}\n\n{}{}",
+                verdict.egress, verdict.ingress
+            ))?;
+            print_notes(&cluster);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn query(protocol: &str, port: u16) -> Result<Query> {
+    let protocol = Protocol::parse(&IntOrString::String(protocol.to_owned()))
+        .map_err(|e| anyhow!("--protocol: {e}"))?;
+    Ok(Query {
+        protocol,
+        port: protocol.has_ports().then_some(port),
+        source_port: None,
+        icmp: None,
+    })
+}
+
+/// Resources from the files given, else from the datastore.
+fn cluster(datastore: Option<&str>, source: &PolicySource) -> Result<Cluster> {
+    let resources: Vec<Resource> = if source.files.is_empty() {
+        let url = datastore.map_or_else(tabby_store::default_url, str::to_owned);
+        let store =
+            tabby_store::open(&url).with_context(|| format!("cannot open datastore {url}"))?;
+        let client = Client::new(store);
+        let mut all = Vec::new();
+        for kind in Kind::ALL {
+            all.extend(client.list(*kind, None)?);
+        }
+        all
+    } else {
+        load_inputs(&source.files, None, true)?
+            .into_iter()
+            .map(|l| l.resource)
+            .collect()
+    };
+    Ok(Cluster::from_resources(&resources))
+}
+
+fn print_notes(cluster: &Cluster) {
+    for note in &cluster.notes {
+        output::note(&format!("note: {note}"));
+    }
+}
+
+fn peer<'a>(cluster: &'a Cluster, name: &str) -> Result<Peer<'a>> {
+    if let Some(ep) = cluster.endpoint(name) {
+        return Ok(Peer::Endpoint(ep));
+    }
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        if let Some(ep) = cluster.endpoints.values().find(|e| e.ips.contains(&ip)) {
+            return Ok(Peer::Endpoint(ep));
+        }
+        return Ok(Peer::External(ip));
+    }
+    let known: Vec<String> = cluster.endpoints.keys().map(ToString::to_string).collect();
+    if known.is_empty() {
+        bail!("unknown pod {name:?}: the input has no pods or workload endpoints");
+    }
+    let near: Vec<&String> = known
+        .iter()
+        .filter(|k| k.ends_with(&format!("/{name}")) || k.contains(name))
+        .collect();
+    let hint = if near.is_empty() {
+        format!("known: {}", known.join(", "))
+    } else {
+        format!(
+            "did you mean {}?",
+            near.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )
+    };
+    bail!("unknown pod {name:?} (name pods as namespace/name, or give an IP address); {hint}")
+}
+
+fn print_matrix(cluster: &Cluster, q: &Query, format: MatrixOutput) -> Result<()> {
+    let m = matrix(cluster, q);
+    let names: Vec<String> = m.endpoints.iter().map(ToString::to_string).collect();
+    match format {
+        MatrixOutput::Json => {
+            let mut allowed = BTreeMap::new();
+            for (i, from) in names.iter().enumerate() {
+                let row: BTreeMap<&str, bool> = names
+                    .iter()
+                    .enumerate()
+                    .map(|(j, to)| (to.as_str(), m.allowed[i][j]))
+                    .collect();
+                allowed.insert(from.as_str(), row);
+            }
+            let v = serde_json::json!({"pods": names, "allowed": allowed});
+            out(&format!("{v}\n"))?;
+        }
+        MatrixOutput::Table => {
+            let mut header = vec![format!("{q} from\\to")];
+            header.extend(names.iter().cloned());
+            let rows: Vec<Vec<String>> = names
+                .iter()
+                .enumerate()
+                .map(|(i, from)| {
+                    let mut row = vec![from.clone()];
+                    row.extend(
+                        m.allowed[i]
+                            .iter()
+                            .map(|a| if *a { ".".to_owned() } else { "X".to_owned() }),
+                    );
+                    row
+                })
+                .collect();
+            out(&output::table(&header, &rows))?;
+            out("(. allowed, X denied; `tabby policy explain FROM TO` says why)\n")?;
+        }
+    }
+    print_notes(cluster);
+    Ok(())
+}
