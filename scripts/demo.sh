@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job for now: build tabby, store the example resources (Calico manifests and a
-# Kubernetes NetworkPolicy) in a demo datastore, and list what was stored.
+# The main job for now: build tabby, store the example resources (Calico manifests, a
+# Kubernetes NetworkPolicy, pods) in a demo datastore, list them, and show who can reach whom
+# and why.
 # (The multi-host lab demo replaces this once the dataplane lands.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +10,9 @@ scripts/deps.sh
 cargo build --release --locked -p tabby
 tabby=target/release/tabby
 
-export TABBY_DATASTORE="sqlite:${TABBY_DEMO_DB:-/tmp/tabby-demo/tabby.db}"
+demo_dir=${TABBY_DEMO_DIR:-/tmp/tabby-demo}
+rm -rf "$demo_dir"   # a fresh datastore each run, so the output is always the same
+export TABBY_DATASTORE="sqlite:$demo_dir/tabby.db"
 echo "== datastore: $TABBY_DATASTORE"
 echo
 echo "== tabby apply -f examples/"
@@ -20,6 +23,12 @@ echo "== tabby get all -A"
 echo
 echo "== tabby get gnp deny-blocklist -o yaml"
 "$tabby" get gnp deny-blocklist -o yaml
+echo "== who can reach whom on TCP/8080 (tabby policy matrix)"
+"$tabby" policy matrix --port 8080
+echo
+echo "== why the database cannot reach the backend (tabby policy explain)"
+"$tabby" policy explain shop/database shop/backend --port 8080
+echo
 echo "== a selector, its canonical form and ID"
 "$tabby" selector parse "app == 'web' && tier in {'api', 'web'}"
 echo
