@@ -81,7 +81,10 @@ fn run_matrix(docs: &[Value], port: u64, protocol: &str) -> Value {
 }
 
 #[test]
-#[expect(clippy::print_stdout, reason = "the count shows on the test's output that the vectors were read")]
+#[expect(
+    clippy::print_stdout,
+    reason = "the count shows on the test's output that the vectors were read"
+)]
 fn every_scenario_step_matches_the_upstream_truth_tables() {
     let Some(cases) = load_cases() else { return };
     let scenarios = cases["scenarios"].as_array().expect("scenarios");
