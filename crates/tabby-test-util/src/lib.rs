@@ -5,7 +5,9 @@
 //! Only tests and benchmarks depend on this crate; production code must not.
 
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
@@ -100,6 +102,23 @@ pub fn read_jsonl(path: &Path) -> Vec<(usize, Value)> {
         .collect();
     assert!(!rows.is_empty(), "{} holds no vectors", path.display());
     rows
+}
+
+/// Runs a command with `input` on its standard input and collects its output.
+pub fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?} must start: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input.as_bytes())
+        .expect("the child must take its input");
+    child.wait_with_output().expect("the child must finish")
 }
 
 #[cfg(test)]

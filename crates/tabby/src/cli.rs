@@ -114,6 +114,17 @@ pub(crate) struct PolicySource {
     pub(crate) files: Vec<PathBuf>,
 }
 
+/// The kind of connection asked about.
+#[derive(Debug, Args)]
+pub(crate) struct ConnectionArgs {
+    /// Destination port.
+    #[arg(long, default_value_t = 80)]
+    pub(crate) port: u16,
+    /// TCP, UDP or SCTP.
+    #[arg(long, default_value = "TCP")]
+    pub(crate) protocol: String,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum MatrixOutput {
     /// A grid: `.` allowed, `X` denied.
@@ -136,12 +147,8 @@ Examples:
     Matrix {
         #[command(flatten)]
         source: PolicySource,
-        /// Destination port.
-        #[arg(long, default_value_t = 80)]
-        port: u16,
-        /// TCP, UDP or SCTP.
-        #[arg(long, default_value = "TCP")]
-        protocol: String,
+        #[command(flatten)]
+        connection: ConnectionArgs,
         /// Output format.
         #[arg(short, long, value_enum, default_value = "table")]
         output: MatrixOutput,
@@ -161,12 +168,8 @@ Examples:
         to: String,
         #[command(flatten)]
         source: PolicySource,
-        /// Destination port.
-        #[arg(long, default_value_t = 80)]
-        port: u16,
-        /// TCP, UDP or SCTP.
-        #[arg(long, default_value = "TCP")]
-        protocol: String,
+        #[command(flatten)]
+        connection: ConnectionArgs,
     },
 }
 

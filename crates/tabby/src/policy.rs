@@ -10,7 +10,7 @@ use tabby_client::Client;
 use tabby_model::values::{IntOrString, Protocol};
 use tabby_model::{Kind, Resource};
 
-use crate::cli::{MatrixOutput, PolicyCommand, PolicySource};
+use crate::cli::{ConnectionArgs, MatrixOutput, PolicyCommand, PolicySource};
 use crate::output::{self, out};
 use crate::resources::load_inputs;
 
@@ -18,23 +18,21 @@ pub(crate) fn run(datastore: Option<&str>, cmd: &PolicyCommand) -> Result<ExitCo
     match cmd {
         PolicyCommand::Matrix {
             source,
-            port,
-            protocol,
+            connection,
             output,
         } => {
             let cluster = cluster(datastore, source)?;
-            let q = query(protocol, *port)?;
+            let q = query(connection)?;
             print_matrix(&cluster, &q, *output)?;
         }
         PolicyCommand::Explain {
             from,
             to,
             source,
-            port,
-            protocol,
+            connection,
         } => {
             let cluster = cluster(datastore, source)?;
-            let q = query(protocol, *port)?;
+            let q = query(connection)?;
             let src = peer(&cluster, from)?;
             let dst = peer(&cluster, to)?;
             let verdict = evaluate(&cluster, src, dst, &q);
@@ -53,12 +51,12 @@ pub(crate) fn run(datastore: Option<&str>, cmd: &PolicyCommand) -> Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-fn query(protocol: &str, port: u16) -> Result<Query> {
-    let protocol = Protocol::parse(&IntOrString::String(protocol.to_owned()))
+fn query(c: &ConnectionArgs) -> Result<Query> {
+    let protocol = Protocol::parse(&IntOrString::String(c.protocol.clone()))
         .map_err(|e| anyhow!("--protocol: {e}"))?;
     Ok(Query {
         protocol,
-        port: protocol.has_ports().then_some(port),
+        port: protocol.has_ports().then_some(c.port),
         source_port: None,
         icmp: None,
     })

@@ -1,10 +1,9 @@
 //! The `tabby` binary end to end, against a real SQLite datastore in a temporary folder.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use tabby_test_util::ScratchDir;
+use tabby_test_util::{ScratchDir, run_with_stdin};
 
 struct Tabby {
     dir: ScratchDir,
@@ -40,20 +39,7 @@ impl Tabby {
     }
 
     fn run_stdin(&self, args: &[&str], stdin: &str) -> Run {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tabby must start");
-        child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(stdin.as_bytes())
-            .expect("stdin must take input");
-        finish(child.wait_with_output().expect("tabby must finish"))
+        finish(run_with_stdin(self.command(args), stdin))
     }
 
     fn ok(&self, args: &[&str]) -> String {

@@ -4,11 +4,10 @@
 //! probe's matrix is compared except pod-to-itself (which upstream does not assert).
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{Value, json};
-use tabby_test_util::conformance_dir;
+use tabby_test_util::{conformance_dir, run_with_stdin};
 
 fn load_cases() -> Option<Value> {
     let dir = conformance_dir("netpol_conformance", "netpol")?;
@@ -47,31 +46,20 @@ fn policy_key(p: &Value) -> String {
 
 fn run_matrix(docs: &[Value], port: u64, protocol: &str) -> Value {
     let input = json!({"apiVersion": "v1", "kind": "List", "items": docs}).to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tabby"))
-        .args([
-            "policy",
-            "matrix",
-            "-f",
-            "-",
-            "-o",
-            "json",
-            "--port",
-            &port.to_string(),
-            "--protocol",
-            protocol,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tabby must start");
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(input.as_bytes())
-        .expect("stdin");
-    let out = child.wait_with_output().expect("tabby must finish");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tabby"));
+    cmd.args([
+        "policy",
+        "matrix",
+        "-f",
+        "-",
+        "-o",
+        "json",
+        "--port",
+        &port.to_string(),
+        "--protocol",
+        protocol,
+    ]);
+    let out = run_with_stdin(cmd, &input);
     assert!(
         out.status.success(),
         "policy matrix failed: {}",
