@@ -252,14 +252,12 @@ impl Builder {
                 });
             }
             Resource::Tier(o) => {
-                let mut spec = o.spec.clone();
-                spec.default_action.get_or_insert(Action::Deny);
                 self.tiers.insert(
                     o.metadata.name.clone(),
                     TierInfo {
                         name: o.metadata.name.clone(),
-                        order: spec.order,
-                        default_action: spec.default_action.unwrap_or(Action::Deny),
+                        order: o.spec.order,
+                        default_action: o.spec.default_action.unwrap_or(Action::Deny),
                         missing: false,
                     },
                 );

@@ -307,10 +307,6 @@ fn profiles(
     }
 }
 
-fn namespace_labels<'a>(cluster: &'a Cluster, ns: &str) -> Option<&'a tabby_model::values::Labels> {
-    cluster.namespaces.get(ns)
-}
-
 fn service_account_matches(
     cluster: &Cluster,
     ep: &Endpoint,
@@ -344,7 +340,10 @@ fn policy_selects(cluster: &Cluster, p: &CompiledPolicy, ep: &Endpoint) -> bool 
     }
     if let Some(ns_sel) = &p.namespace_selector {
         let matched = !ep.id.namespace.is_empty()
-            && namespace_labels(cluster, &ep.id.namespace).is_some_and(|l| ns_sel.matches(l));
+            && cluster
+                .namespaces
+                .get(&ep.id.namespace)
+                .is_some_and(|l| ns_sel.matches(l));
         if !matched {
             return false;
         }
@@ -409,7 +408,7 @@ fn scope_admits(cluster: &Cluster, scope: &NamespaceScope, ns: &str) -> bool {
         NamespaceScope::Global => ns.is_empty(),
         NamespaceScope::AllNamespaced => !ns.is_empty(),
         NamespaceScope::Matching(sel) => {
-            !ns.is_empty() && namespace_labels(cluster, ns).is_some_and(|l| sel.matches(l))
+            !ns.is_empty() && cluster.namespaces.get(ns).is_some_and(|l| sel.matches(l))
         }
     }
 }

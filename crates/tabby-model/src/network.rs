@@ -4,7 +4,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::check::Checker;
-use crate::values::{check_enum, check_nets, check_selector, parse_masked_cidr, parse_net};
+use crate::values::{check_enum, check_nets, check_selector, parse_masked_cidr};
 
 /// Spec of an IPPool: a range workload addresses come from, cut into blocks.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -191,12 +191,6 @@ pub struct NetworkSetSpec {
 
 impl NetworkSetSpec {
     pub(crate) fn check(&self, c: &mut Checker) {
-        c.field("spec", |c| {
-            c.each("nets", &self.nets, |c, n| {
-                if let Err(e) = parse_net(n) {
-                    c.error(e);
-                }
-            });
-        });
+        c.field("spec", |c| check_nets(c, "nets", &self.nets, usize::MAX));
     }
 }

@@ -391,22 +391,19 @@ pub fn parse_masked_cidr(s: &str) -> Result<IpNet, String> {
     Ok(net)
 }
 
-/// Checks each entry of a list of CIDRs (or addresses) and returns the ones that parsed.
-pub fn check_nets(c: &mut Checker, field: &str, nets: &[String], max: usize) -> Vec<IpNet> {
-    let mut out = Vec::new();
-    c.field(field, |c| {
-        if nets.len() > max {
-            c.error(format!(
-                "has {} entries; at most {max} are allowed",
-                nets.len()
-            ));
+/// Checks each entry of a list of CIDRs (or addresses), and the list's length.
+pub fn check_nets(c: &mut Checker, field: &str, nets: &[String], max: usize) {
+    if nets.len() > max {
+        c.error_at(
+            field,
+            format!("has {} entries; at most {max} are allowed", nets.len()),
+        );
+    }
+    c.each(field, nets, |c, n| {
+        if let Err(e) = parse_net(n) {
+            c.error(e);
         }
     });
-    c.each(field, nets, |c, n| match parse_net(n) {
-        Ok(net) => out.push(net),
-        Err(e) => c.error(e),
-    });
-    out
 }
 
 /// Checks that a string is one of the allowed values.

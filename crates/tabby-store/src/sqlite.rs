@@ -321,44 +321,36 @@ impl SqliteStore {
                 None => (None, None, None),
             };
             let seq = i64::try_from(index).unwrap_or(i64::MAX);
-            if let Some(value) = new_value {
-                upsert
-                    .execute(params![key.kind, key.namespace, key.name, value, rev])
-                    .map_err(&e)?;
-                let create_rev = prev_create.unwrap_or(rev);
-                log.execute(params![
-                    rev,
-                    seq,
-                    key.kind,
-                    key.namespace,
-                    key.name,
-                    "put",
-                    value,
-                    create_rev,
-                    prev_value,
-                    prev_create,
-                    prev_mod
-                ])
-                .map_err(&e)?;
-            } else {
-                remove
-                    .execute(params![key.kind, key.namespace, key.name])
-                    .map_err(&e)?;
-                log.execute(params![
-                    rev,
-                    seq,
-                    key.kind,
-                    key.namespace,
-                    key.name,
-                    "delete",
-                    None::<String>,
-                    None::<Revision>,
-                    prev_value,
-                    prev_create,
-                    prev_mod
-                ])
-                .map_err(&e)?;
-            }
+            // The changelog row differs between a put and a delete only in its op, value and
+            // create revision.
+            let (op_name, create_rev) = match new_value {
+                Some(value) => {
+                    upsert
+                        .execute(params![key.kind, key.namespace, key.name, value, rev])
+                        .map_err(&e)?;
+                    ("put", Some(prev_create.unwrap_or(rev)))
+                }
+                None => {
+                    remove
+                        .execute(params![key.kind, key.namespace, key.name])
+                        .map_err(&e)?;
+                    ("delete", None)
+                }
+            };
+            log.execute(params![
+                rev,
+                seq,
+                key.kind,
+                key.namespace,
+                key.name,
+                op_name,
+                new_value,
+                create_rev,
+                prev_value,
+                prev_create,
+                prev_mod
+            ])
+            .map_err(&e)?;
         }
         Ok(rev)
     }
