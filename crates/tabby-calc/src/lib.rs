@@ -10,6 +10,7 @@
 
 mod cluster;
 mod compile;
+mod engine;
 mod evaluate;
 
 pub use crate::cluster::{
@@ -17,6 +18,10 @@ pub use crate::cluster::{
     LABEL_SERVICE_ACCOUNT, NamedPort, NetworkSetInfo, ProfileInfo, TierInfo,
 };
 pub use crate::compile::{CompiledEntity, CompiledPolicy, CompiledRule, NamespaceScope};
+pub use crate::engine::{
+    Delta, EndpointOut, EntityOut, IcmpMatch, IpSetId, IpSetKind, IpSetMember, PolicyId,
+    PolicyOut, PortRange, ProfileOut, RouteOut, RouteTarget, RuleOut, TierOut,
+};
 pub use crate::evaluate::{
     Decision, DirectionVerdict, Matrix, Peer, Query, RuleRef, Verdict, evaluate, matrix,
 };
