@@ -10,8 +10,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use tabby_model::k8s::{PodSpec, PodStatus};
+use tabby_model::network::NetworkSetSpec;
 use tabby_model::node::WorkloadEndpointSpec;
-use tabby_model::policy::{Action, PolicySpec, Rule};
+use tabby_model::policy::{Action, PolicySpec, ProfileSpec, Rule, TierSpec};
 use tabby_model::values::{IntOrString, Labels, Protocol, parse_net};
 use tabby_model::{Kind, Object, Resource};
 
@@ -74,6 +75,8 @@ pub struct Endpoint {
     pub service_account: Option<String>,
     /// Node it runs on, if known.
     pub node: Option<String>,
+    /// Host-side interface name.
+    pub interface: String,
 }
 
 /// A tier, with Calico's defaults applied.
@@ -175,7 +178,7 @@ struct Builder {
     notes: Vec<String>,
 }
 
-fn with_name(labels: &Labels, name: &str) -> Labels {
+pub(crate) fn with_name(labels: &Labels, name: &str) -> Labels {
     let mut l = labels.clone();
     l.insert(LABEL_NAME.to_owned(), name.to_owned());
     l
@@ -219,10 +222,8 @@ impl Builder {
             }
             Resource::WorkloadEndpoint(o) => self.weps.push(o.clone()),
             Resource::Namespace(o) => {
-                self.namespaces.insert(
-                    o.metadata.name.clone(),
-                    with_name(&o.metadata.labels, &o.metadata.name),
-                );
+                self.namespaces
+                    .insert(o.metadata.name.clone(), namespace_labels(&o.metadata));
             }
             Resource::ServiceAccount(sa) => {
                 let ns = sa.metadata.namespace.clone().unwrap_or_default();
@@ -232,67 +233,24 @@ impl Builder {
                 );
             }
             Resource::GlobalNetworkSet(o) | Resource::NetworkSet(o) => {
-                let namespace = o.metadata.namespace.clone().unwrap_or_default();
-                let mut labels = o.metadata.labels.clone();
-                if !namespace.is_empty() {
-                    labels.insert(LABEL_NAMESPACE.to_owned(), namespace.clone());
-                }
-                let nets = o
-                    .spec
-                    .nets
-                    .iter()
-                    .filter_map(|n| parse_net(n).ok())
-                    .map(|n| n.trunc())
-                    .collect();
-                self.network_sets.push(NetworkSetInfo {
-                    namespace,
-                    name: o.metadata.name.clone(),
-                    labels,
-                    nets,
-                });
+                self.network_sets.push(network_set_info(o));
             }
             Resource::Tier(o) => {
-                self.tiers.insert(
-                    o.metadata.name.clone(),
-                    TierInfo {
-                        name: o.metadata.name.clone(),
-                        order: o.spec.order,
-                        default_action: o.spec.default_action.unwrap_or(Action::Deny),
-                        missing: false,
-                    },
-                );
-            }
-            Resource::GlobalNetworkPolicy(o) => {
-                self.policies.push((Kind::GlobalNetworkPolicy, o.clone()))
-            }
-            Resource::NetworkPolicy(o) => self.policies.push((Kind::NetworkPolicy, o.clone())),
-            Resource::K8sNetworkPolicy(o) => match tabby_model::k8s_convert::convert(o) {
-                Ok(p) => self.policies.push((Kind::K8sNetworkPolicy, p)),
-                Err(e) => {
-                    self.notes.push(format!(
-                        "{}: cannot be converted ({e}); it denies everything on the pods it selects instead",
-                        r.describe()
-                    ));
-                    self.policies
-                        .push((Kind::K8sNetworkPolicy, k8s_deny_stand_in(o)));
-                }
-            },
-            Resource::StagedNetworkPolicy(_) | Resource::StagedGlobalNetworkPolicy(_) => {
-                // Staged policies are carried for flow evaluation but never enforced.
+                self.tiers.insert(o.metadata.name.clone(), tier_info(o));
             }
             Resource::Profile(o) => {
                 let mut notes = Vec::new();
-                let info = ProfileInfo {
-                    name: o.metadata.name.clone(),
-                    ingress: compile_rules(&o.spec.ingress, None, &mut notes),
-                    egress: compile_rules(&o.spec.egress, None, &mut notes),
-                    labels_to_apply: o.spec.labels_to_apply.clone(),
-                };
+                self.profiles
+                    .insert(o.metadata.name.clone(), profile_info(o, &mut notes));
                 self.notes
                     .extend(notes.into_iter().map(|n| format!("{}: {n}", r.describe())));
-                self.profiles.insert(o.metadata.name.clone(), info);
             }
-            _ => {}
+            _ => {
+                if let Some((kind, policy, note)) = enforced_policy(r) {
+                    self.notes.extend(note);
+                    self.policies.push((kind, policy));
+                }
+            }
         }
     }
 
@@ -310,12 +268,36 @@ impl Builder {
                 self.notes.push(format!(
                     "namespace {ns:?} is not in the input; assumed with only its kubernetes.io/metadata.name label"
                 ));
-                let mut labels = Labels::new();
-                labels.insert("kubernetes.io/metadata.name".to_owned(), ns.clone());
-                self.namespaces.insert(ns.clone(), with_name(&labels, &ns));
+                self.namespaces
+                    .insert(ns.clone(), assumed_namespace_labels(&ns));
             }
         }
+        // Likewise every pod's service account exists in Kubernetes; dumps rarely list them.
+        for pod in &self.pods {
+            let ns = pod
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_owned());
+            let sa = pod
+                .spec
+                .service_account_name
+                .clone()
+                .unwrap_or_else(|| "default".to_owned());
+            self.service_accounts
+                .entry((ns, sa.clone()))
+                .or_insert_with(|| assumed_service_account_labels(&sa));
+        }
         self.synthesize_profiles();
+        // Namespaced network sets inherit their namespace's labels as endpoints do, so that
+        // namespace selectors reach them.
+        for set in &mut self.network_sets {
+            if let Some(p) = self.profiles.get(&format!("kns.{}", set.namespace)) {
+                for (k, v) in &p.labels_to_apply {
+                    set.labels.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+        }
         let tiers = self.resolve_tiers();
         let mut cluster = Cluster {
             namespaces: self.namespaces,
@@ -341,9 +323,7 @@ impl Builder {
         let mut policies = Vec::new();
         for (kind, p) in &self.policies {
             let mut notes = Vec::new();
-            if let Some(compiled) = compile_policy(*kind, p, &mut notes) {
-                policies.push(compiled);
-            }
+            policies.push(compile_policy(*kind, p, &mut notes));
             let who = tabby_model::describe(
                 *kind,
                 p.metadata.namespace.as_deref().unwrap_or(""),
@@ -375,38 +355,21 @@ impl Builder {
     /// `ksa.<ns>.<sa>` profile with its labels (`pcsa.` prefix) and no rules.
     fn synthesize_profiles(&mut self) {
         for (ns, labels) in &self.namespaces {
-            let name = format!("kns.{ns}");
             self.profiles
-                .entry(name.clone())
-                .or_insert_with(|| ProfileInfo {
-                    name,
-                    ingress: allow_all(),
-                    egress: allow_all(),
-                    labels_to_apply: prefixed("pcns.", labels),
-                });
+                .entry(format!("kns.{ns}"))
+                .or_insert_with(|| namespace_profile(ns, labels));
         }
         for ((ns, sa), labels) in &self.service_accounts {
-            let name = format!("ksa.{ns}.{sa}");
             self.profiles
-                .entry(name.clone())
-                .or_insert_with(|| ProfileInfo {
-                    name,
-                    ingress: Vec::new(),
-                    egress: Vec::new(),
-                    labels_to_apply: prefixed("pcsa.", labels),
-                });
+                .entry(format!("ksa.{ns}.{sa}"))
+                .or_insert_with(|| service_account_profile(ns, sa, labels));
         }
     }
 
     fn resolve_tiers(&mut self) -> Vec<TierInfo> {
         self.tiers
             .entry("default".to_owned())
-            .or_insert_with(|| TierInfo {
-                name: "default".to_owned(),
-                order: Some(1_000_000.0),
-                default_action: Action::Deny,
-                missing: false,
-            });
+            .or_insert_with(default_tier);
         for (kind, p) in &self.policies {
             let tier = p.spec.tier.clone().unwrap_or_else(|| "default".to_owned());
             if !self.tiers.contains_key(&tier) {
@@ -415,25 +378,141 @@ impl Builder {
                      and anything it does not allow is denied",
                     tabby_model::describe(*kind, p.metadata.namespace.as_deref().unwrap_or(""), &p.metadata.name)
                 ));
-                self.tiers.insert(
-                    tier.clone(),
-                    TierInfo {
-                        name: tier,
-                        order: None,
-                        default_action: Action::Deny,
-                        missing: true,
-                    },
-                );
+                self.tiers.insert(tier.clone(), missing_tier(&tier));
             }
         }
         let mut tiers: Vec<TierInfo> = self.tiers.values().cloned().collect();
-        tiers.sort_by(|a, b| {
-            a.missing
-                .cmp(&b.missing)
-                .then(order_key(a.order).total_cmp(&order_key(b.order)))
-                .then_with(|| a.name.cmp(&b.name))
-        });
+        tiers.sort_by(tier_cmp);
         tiers
+    }
+}
+
+/// How tiers are evaluated: by order (absent last), then name; tiers that do not exist after
+/// every real one.
+pub(crate) fn tier_cmp(a: &TierInfo, b: &TierInfo) -> std::cmp::Ordering {
+    a.missing
+        .cmp(&b.missing)
+        .then(order_key(a.order).total_cmp(&order_key(b.order)))
+        .then_with(|| a.name.cmp(&b.name))
+}
+
+/// The stand-in for a tier that policies name but that does not exist.
+pub(crate) fn missing_tier(name: &str) -> TierInfo {
+    TierInfo {
+        name: name.to_owned(),
+        order: None,
+        default_action: Action::Deny,
+        missing: true,
+    }
+}
+
+/// The `default` tier when no Tier resource defines it.
+pub(crate) fn default_tier() -> TierInfo {
+    TierInfo {
+        name: "default".to_owned(),
+        order: Some(1_000_000.0),
+        default_action: Action::Deny,
+        missing: false,
+    }
+}
+
+/// A namespace's labels as profiles carry them (with `projectcalico.org/name`).
+pub(crate) fn namespace_labels(meta: &tabby_model::ObjectMeta) -> Labels {
+    with_name(&meta.labels, &meta.name)
+}
+
+/// Labels of a namespace that pods live in but that is not known: the one the API server
+/// always sets.
+pub(crate) fn assumed_namespace_labels(ns: &str) -> Labels {
+    let mut labels = Labels::new();
+    labels.insert("kubernetes.io/metadata.name".to_owned(), ns.to_owned());
+    with_name(&labels, ns)
+}
+
+/// Labels of a service account that pods use but that is not known.
+pub(crate) fn assumed_service_account_labels(sa: &str) -> Labels {
+    with_name(&Labels::new(), sa)
+}
+
+/// Calico's `kns.<ns>` profile: allows everything and carries the namespace's labels under
+/// `pcns.`.
+pub(crate) fn namespace_profile(ns: &str, labels: &Labels) -> ProfileInfo {
+    ProfileInfo {
+        name: format!("kns.{ns}"),
+        ingress: allow_all(),
+        egress: allow_all(),
+        labels_to_apply: prefixed("pcns.", labels),
+    }
+}
+
+/// Calico's `ksa.<ns>.<sa>` profile: no rules, the service account's labels under `pcsa.`.
+pub(crate) fn service_account_profile(ns: &str, sa: &str, labels: &Labels) -> ProfileInfo {
+    ProfileInfo {
+        name: format!("ksa.{ns}.{sa}"),
+        ingress: Vec::new(),
+        egress: Vec::new(),
+        labels_to_apply: prefixed("pcsa.", labels),
+    }
+}
+
+pub(crate) fn tier_info(o: &Object<TierSpec>) -> TierInfo {
+    TierInfo {
+        name: o.metadata.name.clone(),
+        order: o.spec.order,
+        default_action: o.spec.default_action.unwrap_or(Action::Deny),
+        missing: false,
+    }
+}
+
+pub(crate) fn profile_info(o: &Object<ProfileSpec>, notes: &mut Vec<String>) -> ProfileInfo {
+    ProfileInfo {
+        name: o.metadata.name.clone(),
+        ingress: compile_rules(&o.spec.ingress, None, notes),
+        egress: compile_rules(&o.spec.egress, None, notes),
+        labels_to_apply: o.spec.labels_to_apply.clone(),
+    }
+}
+
+pub(crate) fn network_set_info(o: &Object<NetworkSetSpec>) -> NetworkSetInfo {
+    let namespace = o.metadata.namespace.clone().unwrap_or_default();
+    let mut labels = o.metadata.labels.clone();
+    if !namespace.is_empty() {
+        labels.insert(LABEL_NAMESPACE.to_owned(), namespace.clone());
+    }
+    let nets = o
+        .spec
+        .nets
+        .iter()
+        .filter_map(|n| parse_net(n).ok())
+        .map(|n| n.trunc())
+        .collect();
+    NetworkSetInfo {
+        namespace,
+        name: o.metadata.name.clone(),
+        labels,
+        nets,
+    }
+}
+
+/// A policy that is enforced (global, namespaced or Kubernetes), in Calico's form, with a note
+/// when it had to be replaced by a fail-closed stand-in. Staged policies and other kinds give
+/// `None`.
+pub(crate) fn enforced_policy(r: &Resource) -> Option<(Kind, Object<PolicySpec>, Option<String>)> {
+    match r {
+        Resource::GlobalNetworkPolicy(o) => Some((Kind::GlobalNetworkPolicy, o.clone(), None)),
+        Resource::NetworkPolicy(o) => Some((Kind::NetworkPolicy, o.clone(), None)),
+        Resource::K8sNetworkPolicy(o) => Some(match tabby_model::k8s_convert::convert(o) {
+            Ok(p) => (Kind::K8sNetworkPolicy, p, None),
+            Err(e) => (
+                Kind::K8sNetworkPolicy,
+                k8s_deny_stand_in(o),
+                Some(format!(
+                    "{}: cannot be converted ({e}); it denies everything on the pods it selects instead",
+                    r.describe()
+                )),
+            ),
+        }),
+        _ => None,
     }
 }
 
@@ -490,7 +569,7 @@ fn protocol_of(p: Option<&str>) -> Protocol {
         .unwrap_or(Protocol::Tcp)
 }
 
-fn pod_endpoint(pod: &Object<PodSpec>) -> Endpoint {
+pub(crate) fn pod_endpoint(pod: &Object<PodSpec>) -> Endpoint {
     let namespace = pod
         .metadata
         .namespace
@@ -531,6 +610,7 @@ fn pod_endpoint(pod: &Object<PodSpec>) -> Endpoint {
         profiles: vec![format!("kns.{namespace}"), format!("ksa.{namespace}.{sa}")],
         service_account: Some(sa),
         node: pod.spec.node_name.clone(),
+        interface: tabby_model::node::workload_interface_name(&namespace, &pod.metadata.name),
     }
 }
 
@@ -551,11 +631,13 @@ fn pod_ips(status: Option<&serde_json::Value>) -> Vec<IpAddr> {
     ips
 }
 
-fn wep_endpoint(wep: &Object<WorkloadEndpointSpec>) -> Endpoint {
+pub(crate) fn wep_endpoint(wep: &Object<WorkloadEndpointSpec>) -> Endpoint {
     let namespace = wep.metadata.namespace.clone().unwrap_or_default();
     let spec = &wep.spec;
     let mut labels = wep.metadata.labels.clone();
-    labels.insert(LABEL_NAMESPACE.to_owned(), namespace.clone());
+    if !namespace.is_empty() {
+        labels.insert(LABEL_NAMESPACE.to_owned(), namespace.clone());
+    }
     if let Some(o) = &spec.orchestrator {
         labels.insert(LABEL_ORCHESTRATOR.to_owned(), o.clone());
     }
@@ -596,6 +678,7 @@ fn wep_endpoint(wep: &Object<WorkloadEndpointSpec>) -> Endpoint {
         profiles: spec.profiles.clone(),
         service_account: spec.service_account_name.clone(),
         node: Some(spec.node.clone()),
+        interface: spec.interface_name.clone(),
     }
 }
 

@@ -55,9 +55,13 @@ pub struct CompiledEntity {
 }
 
 impl CompiledEntity {
-    /// Whether the entity restricts which endpoints or sets match by labels.
+    /// Whether the entity restricts which endpoints or sets match by labels (its selector,
+    /// namespace selector or service accounts).
     pub fn has_selector(&self) -> bool {
-        self.selector.is_some() || self.namespace_selector_given
+        self.selector.is_some()
+            || self.namespace_selector_given
+            || !self.service_account_names.is_empty()
+            || self.service_account_selector.is_some()
     }
 }
 
@@ -163,47 +167,51 @@ fn deny_all() -> CompiledRule {
     }
 }
 
-/// Compiles a policy. Returns None (with a note) when its own selector cannot be parsed, since
-/// then nobody can know which endpoints it was meant for; a broken rule makes the whole policy
-/// deny everything on the endpoints it selects.
+/// Compiles a policy. A broken rule makes the whole policy deny everything on the endpoints it
+/// selects; a broken selector of its own makes it deny everything on every endpoint it could
+/// have selected (its namespace's, or all for a global policy). Either way a note says why.
 pub(crate) fn compile_policy(
     kind: Kind,
     p: &Object<PolicySpec>,
     notes: &mut Vec<String>,
-) -> Option<CompiledPolicy> {
+) -> CompiledPolicy {
     let spec = &p.spec;
     let namespace = p
         .metadata
         .namespace
         .clone()
         .filter(|_| kind.info().namespaced);
-    let selector = match parse_selector("selector", spec.selector.as_deref().unwrap_or("all()")) {
+    let selectors = parse_selector("selector", spec.selector.as_deref().unwrap_or("all()"))
+        .and_then(|selector| {
+            let optional = |what: &str, v: &Option<String>| {
+                v.as_deref().map(|e| parse_selector(what, e)).transpose()
+            };
+            Ok((
+                selector,
+                optional("namespaceSelector", &spec.namespace_selector)?,
+                optional("serviceAccountSelector", &spec.service_account_selector)?,
+            ))
+        });
+    let (selector, namespace_selector, service_account_selector) = match selectors {
         Ok(s) => s,
         Err(e) => {
+            // Nobody can know which endpoints the policy was meant for, so it isolates every
+            // endpoint it could have meant: fail closed rather than leave them open.
+            let scope = if namespace.is_some() {
+                "every endpoint of its namespace"
+            } else {
+                "every endpoint"
+            };
             notes.push(format!(
-                "{e}; the policy is left out because its endpoints are unknown"
+                "{e}; the policy denies everything on {scope} instead"
             ));
-            return None;
+            return CompiledPolicy {
+                ingress: vec![deny_all()],
+                egress: vec![deny_all()],
+                ..identity(kind, p, namespace)
+            };
         }
     };
-    let optional =
-        |what: &str, v: &Option<String>, notes: &mut Vec<String>| -> Option<Option<Selector>> {
-            match v.as_deref().map(|e| parse_selector(what, e)).transpose() {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    notes.push(format!(
-                        "{e}; the policy is left out because its endpoints are unknown"
-                    ));
-                    None
-                }
-            }
-        };
-    let namespace_selector = optional("namespaceSelector", &spec.namespace_selector, notes)?;
-    let service_account_selector = optional(
-        "serviceAccountSelector",
-        &spec.service_account_selector,
-        notes,
-    )?;
     let rules = try_compile_rules(&spec.ingress, namespace.as_deref())
         .and_then(|i| try_compile_rules(&spec.egress, namespace.as_deref()).map(|e| (i, e)));
     let (ingress, egress) = rules.unwrap_or_else(|e| {
@@ -212,21 +220,33 @@ pub(crate) fn compile_policy(
         ));
         (vec![deny_all()], vec![deny_all()])
     });
+    CompiledPolicy {
+        selector,
+        namespace_selector,
+        service_account_selector,
+        ingress,
+        egress,
+        ..identity(kind, p, namespace)
+    }
+}
+
+/// A policy's name, tier, order and types, with rules that match nothing.
+fn identity(kind: Kind, p: &Object<PolicySpec>, namespace: Option<String>) -> CompiledPolicy {
     let ns = namespace.clone().unwrap_or_default();
-    Some(CompiledPolicy {
+    CompiledPolicy {
         kind,
         sort_name: format!("{}/{ns}/{}", p.metadata.name, kind.info().store_name),
         namespace,
         name: p.metadata.name.clone(),
-        tier: spec.tier.clone().unwrap_or_else(|| "default".to_owned()),
-        order: spec.order,
-        selector,
-        namespace_selector,
-        service_account_selector,
-        types: spec.effective_types(),
-        ingress,
-        egress,
-    })
+        tier: p.spec.tier.clone().unwrap_or_else(|| "default".to_owned()),
+        order: p.spec.order,
+        selector: Selector::all(),
+        namespace_selector: None,
+        service_account_selector: None,
+        types: p.spec.effective_types(),
+        ingress: Vec::new(),
+        egress: Vec::new(),
+    }
 }
 
 /// Compiles a profile's (or any policy-less) rules; on failure a note is recorded and the
@@ -323,7 +343,9 @@ fn compile_entity(
             }
         }
         _ => match namespace {
-            Some(ns) if selector.is_some() || not_selector.is_some() => {
+            Some(ns)
+                if selector.is_some() || not_selector.is_some() || e.service_accounts.is_some() =>
+            {
                 NamespaceScope::Own(ns.to_owned())
             }
             _ => NamespaceScope::Any,

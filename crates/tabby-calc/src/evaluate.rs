@@ -7,8 +7,8 @@ use std::fmt;
 use std::net::IpAddr;
 
 use tabby_model::policy::{Action, PolicyType};
-use tabby_model::selector::Selector;
-use tabby_model::values::{PortSpec, Protocol};
+use tabby_model::selector::{Labels as SelectorLabels, Selector};
+use tabby_model::values::{Labels, PortSpec, Protocol};
 
 use crate::cluster::{Cluster, Endpoint, EndpointId, LABEL_NAME};
 use crate::compile::{CompiledEntity, CompiledPolicy, CompiledRule, NamespaceScope};
@@ -212,9 +212,7 @@ fn direction(
         let applicable: Vec<&CompiledPolicy> = cluster
             .policies
             .iter()
-            .filter(|p| {
-                p.tier == tier.name && p.types.contains(&dir) && policy_selects(cluster, p, ep)
-            })
+            .filter(|p| p.tier == tier.name && p.types.contains(&dir) && policy_selects(p, ep))
             .collect();
         if applicable.is_empty() {
             continue;
@@ -307,29 +305,38 @@ fn profiles(
     }
 }
 
-fn service_account_matches(
-    cluster: &Cluster,
-    ep: &Endpoint,
-    names: &[String],
-    sel: Option<&Selector>,
-) -> bool {
-    let Some(sa) = &ep.service_account else {
-        return names.is_empty() && sel.is_none();
-    };
-    if !names.is_empty() && !names.contains(sa) {
-        return false;
+/// An entity's labels inherited under a prefix (`pcns.` from its namespace, `pcsa.` from its
+/// service account), read without the prefix: what namespace and service account selectors
+/// match, as in Calico, where they are rewritten onto the prefixed labels.
+struct Inherited<'a> {
+    labels: &'a Labels,
+    prefix: &'static str,
+}
+
+impl SelectorLabels for Inherited<'_> {
+    fn get_label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .get(&format!("{}{key}", self.prefix))
+            .map(String::as_str)
     }
-    sel.is_none_or(|sel| {
-        let key = (ep.id.namespace.clone(), sa.clone());
-        match cluster.service_accounts.get(&key) {
-            Some(labels) => sel.matches(labels),
-            None => sel.matches(&[(LABEL_NAME, sa.as_str())]),
-        }
-    })
+}
+
+fn namespace_labels(labels: &Labels) -> Inherited<'_> {
+    Inherited {
+        labels,
+        prefix: "pcns.",
+    }
+}
+
+fn service_account_labels(labels: &Labels) -> Inherited<'_> {
+    Inherited {
+        labels,
+        prefix: "pcsa.",
+    }
 }
 
 /// Whether a policy applies to an endpoint (for the directions in its types).
-fn policy_selects(cluster: &Cluster, p: &CompiledPolicy, ep: &Endpoint) -> bool {
+fn policy_selects(p: &CompiledPolicy, ep: &Endpoint) -> bool {
     if let Some(ns) = &p.namespace
         && ep.id.namespace != *ns
     {
@@ -338,18 +345,13 @@ fn policy_selects(cluster: &Cluster, p: &CompiledPolicy, ep: &Endpoint) -> bool 
     if !p.selector.matches(&ep.labels) {
         return false;
     }
-    if let Some(ns_sel) = &p.namespace_selector {
-        let matched = !ep.id.namespace.is_empty()
-            && cluster
-                .namespaces
-                .get(&ep.id.namespace)
-                .is_some_and(|l| ns_sel.matches(l));
-        if !matched {
-            return false;
-        }
+    if let Some(ns_sel) = &p.namespace_selector
+        && (ep.id.namespace.is_empty() || !ns_sel.matches(&namespace_labels(&ep.labels)))
+    {
+        return false;
     }
     if let Some(sa_sel) = &p.service_account_selector
-        && !service_account_matches(cluster, ep, &[], Some(sa_sel))
+        && !sa_sel.matches(&service_account_labels(&ep.labels))
     {
         return false;
     }
@@ -401,30 +403,42 @@ fn icmp_matches((t, c): (Option<u8>, Option<u8>), q: &Query) -> bool {
     t.is_none_or(|t| t == qt) && c.is_none_or(|c| Some(c) == qc)
 }
 
-fn scope_admits(cluster: &Cluster, scope: &NamespaceScope, ns: &str) -> bool {
+fn scope_admits(scope: &NamespaceScope, ns: &str, labels: &Labels) -> bool {
     match scope {
         NamespaceScope::Any => true,
         NamespaceScope::Own(own) => ns == own,
         NamespaceScope::Global => ns.is_empty(),
         NamespaceScope::AllNamespaced => !ns.is_empty(),
-        NamespaceScope::Matching(sel) => {
-            !ns.is_empty() && cluster.namespaces.get(ns).is_some_and(|l| sel.matches(l))
-        }
+        NamespaceScope::Matching(sel) => !ns.is_empty() && sel.matches(&namespace_labels(labels)),
     }
 }
 
-/// Whether the peer is in the set a selector names: an endpoint whose labels match, or an
-/// address inside a network set whose labels match (both within the scope).
-fn in_selected_set(
-    cluster: &Cluster,
-    sel: Option<&Selector>,
-    scope: &NamespaceScope,
-    peer: Peer<'_>,
-) -> bool {
-    let matches = |labels: &tabby_model::values::Labels| sel.is_none_or(|s| s.matches(labels));
+/// What a selector of an entity rule asks of one endpoint or network set.
+struct SetQuery<'a> {
+    selector: Option<&'a Selector>,
+    scope: &'a NamespaceScope,
+    service_account_names: &'a [String],
+    service_account_selector: Option<&'a Selector>,
+}
+
+impl SetQuery<'_> {
+    fn admits(&self, ns: &str, labels: &Labels) -> bool {
+        let sa = service_account_labels(labels);
+        scope_admits(self.scope, ns, labels)
+            && self.selector.is_none_or(|s| s.matches(labels))
+            && (self.service_account_names.is_empty()
+                || sa
+                    .get_label(LABEL_NAME)
+                    .is_some_and(|n| self.service_account_names.iter().any(|x| x == n)))
+            && self.service_account_selector.is_none_or(|s| s.matches(&sa))
+    }
+}
+
+/// Whether the peer is in the set a rule's selector names: an endpoint that matches, or an
+/// address inside a network set that matches. Every condition holds of the same entity.
+fn in_selected_set(cluster: &Cluster, q: &SetQuery<'_>, peer: Peer<'_>) -> bool {
     if let Some(ep) = peer.endpoint()
-        && scope_admits(cluster, scope, &ep.id.namespace)
-        && matches(&ep.labels)
+        && q.admits(&ep.id.namespace, &ep.labels)
     {
         return true;
     }
@@ -432,20 +446,28 @@ fn in_selected_set(
         return false;
     };
     cluster.network_sets.iter().any(|set| {
-        scope_admits(cluster, scope, &set.namespace)
-            && set.nets.iter().any(|n| n.contains(&ip))
-            && matches(&set.labels)
+        set.nets.iter().any(|n| n.contains(&ip)) && q.admits(&set.namespace, &set.labels)
     })
 }
 
-fn port_matches(spec: &PortSpec, port: u16, peer: Peer<'_>, protocol: Protocol) -> bool {
+/// A named port resolves on the endpoint itself, and only when the endpoint is one the rule
+/// selects (`selected`), not merely inside a selected network set: network sets have no ports.
+fn port_matches(
+    spec: &PortSpec,
+    port: u16,
+    peer: Peer<'_>,
+    protocol: Protocol,
+    selected: Option<&SetQuery<'_>>,
+) -> bool {
     match spec {
         PortSpec::Number(n) => *n == port,
         PortSpec::Range(lo, hi) => (*lo..=*hi).contains(&port),
         PortSpec::Named(name) => peer.endpoint().is_some_and(|ep| {
-            ep.ports
-                .iter()
-                .any(|p| p.name == *name && p.protocol == protocol && p.port == port)
+            selected.is_none_or(|q| q.admits(&ep.id.namespace, &ep.labels))
+                && ep
+                    .ports
+                    .iter()
+                    .any(|p| p.name == *name && p.protocol == protocol && p.port == port)
         }),
     }
 }
@@ -467,36 +489,45 @@ fn entity_matches(
     if ip.is_some_and(|ip| e.not_nets.iter().any(|n| n.contains(&ip))) {
         return false;
     }
-    if e.has_selector() && !in_selected_set(cluster, e.selector.as_ref(), &e.scope, peer) {
+    let selected = SetQuery {
+        selector: e.selector.as_ref(),
+        scope: &e.scope,
+        service_account_names: &e.service_account_names,
+        service_account_selector: e.service_account_selector.as_ref(),
+    };
+    if e.has_selector() && !in_selected_set(cluster, &selected, peer) {
         return false;
     }
-    if let Some(not) = &e.not_selector
-        && in_selected_set(cluster, Some(not), &e.scope, peer)
-    {
-        return false;
-    }
-    if !e.service_account_names.is_empty() || e.service_account_selector.is_some() {
-        let ok = peer.endpoint().is_some_and(|ep| {
-            service_account_matches(
-                cluster,
-                ep,
-                &e.service_account_names,
-                e.service_account_selector.as_ref(),
-            )
-        });
-        if !ok {
+    if let Some(not) = &e.not_selector {
+        let excluded = SetQuery {
+            selector: Some(not),
+            scope: &e.scope,
+            service_account_names: &[],
+            service_account_selector: None,
+        };
+        if in_selected_set(cluster, &excluded, peer) {
             return false;
         }
     }
     if !e.ports.is_empty()
-        && !port.is_some_and(|p| e.ports.iter().any(|s| port_matches(s, p, peer, q.protocol)))
+        && !port.is_some_and(|p| {
+            e.ports.iter().any(|s| {
+                port_matches(
+                    s,
+                    p,
+                    peer,
+                    q.protocol,
+                    Some(&selected).filter(|_| e.has_selector()),
+                )
+            })
+        })
     {
         return false;
     }
     if port.is_some_and(|p| {
         e.not_ports
             .iter()
-            .any(|s| port_matches(s, p, peer, q.protocol))
+            .any(|s| port_matches(s, p, peer, q.protocol, None))
     }) {
         return false;
     }

@@ -362,6 +362,21 @@ pub struct QosControls {
     pub egress_max_connections: Option<i64>,
 }
 
+/// The host-side interface name of a workload's veth: `tb` + the first 11 hex digits of
+/// SHA-256 of `namespace.pod` (Calico does the same with `cali` and SHA-1). Unique per pod, at
+/// most 13 characters (Linux allows 15), and the same wherever it is computed: the CNI plugin
+/// creates the interface and the agent finds it by this name.
+pub fn workload_interface_name(namespace: &str, pod: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{namespace}.{pod}").as_bytes());
+    let mut name = String::from("tb");
+    for b in digest.iter().take(6) {
+        name.push_str(&format!("{b:02x}"));
+    }
+    name.truncate(13);
+    name
+}
+
 /// Spec of a WorkloadEndpoint: one interface of a container, VM or pod.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -105,6 +105,58 @@ impl Expr {
         }
     }
 
+    /// The same expression reading every label under `prefix`: how a namespace or service
+    /// account selector becomes a selector on the `pcns.`/`pcsa.` labels endpoints inherit.
+    pub fn with_label_prefix(&self, prefix: &str) -> Self {
+        let p = |label: &str| format!("{prefix}{label}");
+        match self {
+            Self::All => Self::All,
+            Self::Global => Self::Global,
+            Self::Has(label) => Self::Has(p(label)),
+            Self::Equals { label, value } => Self::Equals {
+                label: p(label),
+                value: value.clone(),
+            },
+            Self::NotEquals { label, value } => Self::NotEquals {
+                label: p(label),
+                value: value.clone(),
+            },
+            Self::Contains { label, value } => Self::Contains {
+                label: p(label),
+                value: value.clone(),
+            },
+            Self::StartsWith { label, value } => Self::StartsWith {
+                label: p(label),
+                value: value.clone(),
+            },
+            Self::EndsWith { label, value } => Self::EndsWith {
+                label: p(label),
+                value: value.clone(),
+            },
+            Self::In { label, values } => Self::In {
+                label: p(label),
+                values: values.clone(),
+            },
+            Self::NotIn { label, values } => Self::NotIn {
+                label: p(label),
+                values: values.clone(),
+            },
+            Self::Not(operand) => Self::Not(Box::new(operand.with_label_prefix(prefix))),
+            Self::And(operands) => Self::And(
+                operands
+                    .iter()
+                    .map(|o| o.with_label_prefix(prefix))
+                    .collect(),
+            ),
+            Self::Or(operands) => Self::Or(
+                operands
+                    .iter()
+                    .map(|o| o.with_label_prefix(prefix))
+                    .collect(),
+            ),
+        }
+    }
+
     /// True if `global()` occurs anywhere in this subtree.
     pub fn uses_global(&self) -> bool {
         match self {

@@ -2,8 +2,10 @@
 
 use sha2::{Digest, Sha224};
 
-/// Builds the ID Calico's `hash.MakeUniqueID(prefix, content)` gives.
-pub(crate) fn make_unique_id(prefix: &str, content: &str) -> String {
+/// Builds the ID Calico's `hash.MakeUniqueID(prefix, content)` gives: `prefix:` + unpadded
+/// URL-safe base64 of SHA-224(`prefix:content`). Used for selector IDs and for other names
+/// derived from content, such as IP set names.
+pub fn make_unique_id(prefix: &str, content: &str) -> String {
     let mut hasher = Sha224::new();
     hasher.update(prefix.as_bytes());
     hasher.update(b":");

@@ -25,6 +25,7 @@ mod selector;
 
 pub use self::error::ParseError;
 pub use self::expr::Expr;
+pub use self::id::make_unique_id as unique_id;
 pub use self::labels::Labels;
 pub use self::lexer::MAX_LABEL_LEN;
 pub use self::parser::MAX_NESTING;

@@ -33,7 +33,10 @@ impl Selector {
         Self::from_expr(Expr::All)
     }
 
-    fn from_expr(expr: Expr) -> Self {
+    /// A selector from an AST built or rewritten by the caller. Its canonical string is the
+    /// AST's rendering, so an AST that no parse could produce (an `And` of one operand) still
+    /// gets a stable identity.
+    pub fn from_expr(expr: Expr) -> Self {
         let canonical = expr.to_string();
         let id = id::make_unique_id("s", &canonical).into_boxed_str();
         Self {

@@ -58,7 +58,11 @@ pub struct PolicyId {
 
 impl fmt::Display for PolicyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&tabby_model::describe(self.kind, &self.namespace, &self.name))
+        f.write_str(&tabby_model::describe(
+            self.kind,
+            &self.namespace,
+            &self.name,
+        ))
     }
 }
 
