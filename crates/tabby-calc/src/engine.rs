@@ -11,6 +11,7 @@
 //! the current inputs and emits what differs from what it emitted before. So the output is a
 //! function of the current input alone, whatever order the updates came in.
 
+mod fast_hash;
 mod flush;
 mod inputs;
 mod ipsets;
@@ -19,7 +20,8 @@ mod labels;
 mod output;
 mod rules;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use crate::engine::fast_hash::{FastMap, FastSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -30,13 +32,13 @@ use tabby_model::{Kind, Object, Resource};
 
 use self::ipsets::IpSets;
 use self::label_index::{ItemId, LabelIndex};
-use self::labels::Interner;
+use self::labels::{Interner, LabelSet};
 pub use self::output::{
     Delta, EndpointOut, EntityOut, IcmpMatch, IpSetId, IpSetKind, IpSetMember, PolicyId, PolicyOut,
     PortRange, ProfileOut, RouteOut, RouteTarget, RuleOut, TierOut,
 };
 use self::rules::SetNeeds;
-use crate::cluster::{Endpoint, EndpointId, NetworkSetInfo, ProfileInfo, TierInfo};
+use crate::cluster::{Endpoint, EndpointId, NamedPort, NetworkSetInfo, ProfileInfo, TierInfo};
 use crate::compile::CompiledPolicy;
 
 /// Names a resource: kind, namespace ("" for cluster-wide kinds) and name.
@@ -97,7 +99,7 @@ enum ItemKey {
 /// Small integer handles for items, reused after removal.
 #[derive(Debug, Default)]
 struct ItemIds {
-    ids: HashMap<ItemKey, ItemId>,
+    ids: FastMap<ItemKey, ItemId>,
     free: Vec<ItemId>,
     next: ItemId,
 }
@@ -122,10 +124,36 @@ impl ItemIds {
     }
 }
 
+/// An endpoint as the engine keeps it: labels interned, nothing it does not use.
+#[derive(Debug, PartialEq)]
+struct EndpointData {
+    id: EndpointId,
+    labels: LabelSet,
+    ips: Vec<IpAddr>,
+    ports: Vec<NamedPort>,
+    profiles: Vec<String>,
+    node: Option<String>,
+    interface: String,
+}
+
+impl EndpointData {
+    fn new(ep: Endpoint, interner: &mut Interner) -> Self {
+        Self {
+            labels: LabelSet::from_labels(interner, &ep.labels),
+            id: ep.id,
+            ips: ep.ips,
+            ports: ep.ports,
+            profiles: ep.profiles,
+            node: ep.node,
+            interface: ep.interface,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct EndpointRecord {
     item: ItemId,
-    endpoint: Endpoint,
+    endpoint: Arc<EndpointData>,
     local: bool,
 }
 
@@ -146,12 +174,12 @@ struct NodeAddrs {
 /// What the dataplane has been told.
 #[derive(Debug, Default)]
 struct Emitted {
-    endpoints: HashMap<EndpointId, Arc<EndpointOut>>,
-    policies: HashMap<PolicyId, (Arc<PolicyOut>, Vec<IpSetId>)>,
-    profiles: HashMap<String, (Arc<ProfileOut>, Vec<IpSetId>)>,
-    routes: HashMap<IpNet, RouteTarget>,
+    endpoints: FastMap<EndpointId, Arc<EndpointOut>>,
+    policies: FastMap<PolicyId, (Arc<PolicyOut>, Vec<IpSetId>)>,
+    profiles: FastMap<String, (Arc<ProfileOut>, Vec<IpSetId>)>,
+    routes: FastMap<IpNet, RouteTarget>,
     /// How many emitted endpoints list each profile.
-    profile_users: HashMap<String, u32>,
+    profile_users: FastMap<String, u32>,
 }
 
 /// The per-host calculation engine. See the module documentation.
@@ -161,36 +189,37 @@ pub struct Engine {
     in_sync: bool,
     interner: Interner,
 
-    tiers: HashMap<String, TierInfo>,
-    policies: HashMap<PolicyId, PolicyRecord>,
+    tiers: FastMap<String, TierInfo>,
+    policies: FastMap<PolicyId, PolicyRecord>,
     staged: BTreeMap<ResourceKey, Object<PolicySpec>>,
-    explicit_profiles: HashMap<String, Arc<ProfileInfo>>,
-    namespaces: HashMap<String, Labels>,
-    service_accounts: HashMap<(String, String), Labels>,
-    pod_namespaces: HashMap<String, u32>,
-    pod_service_accounts: HashMap<(String, String), u32>,
-    pods: HashMap<EndpointId, Endpoint>,
-    weps: HashMap<(String, String), Endpoint>,
-    weps_by_endpoint: HashMap<EndpointId, BTreeSet<String>>,
-    network_sets: HashMap<(String, String), NetworkSetInfo>,
-    nodes: HashMap<String, NodeAddrs>,
+    explicit_profiles: FastMap<String, Arc<ProfileInfo>>,
+    namespaces: FastMap<String, Labels>,
+    service_accounts: FastMap<(String, String), Labels>,
+    pod_namespaces: FastMap<String, u32>,
+    pod_service_accounts: FastMap<(String, String), u32>,
+    pods: FastMap<EndpointId, Arc<EndpointData>>,
+    weps: FastMap<(String, String), Arc<EndpointData>>,
+    /// WorkloadEndpoint names per endpoint, sorted (a pod may have several interfaces).
+    weps_by_endpoint: FastMap<EndpointId, Vec<String>>,
+    network_sets: FastMap<(String, String), NetworkSetInfo>,
+    nodes: FastMap<String, NodeAddrs>,
     notes: BTreeMap<ResourceKey, Vec<String>>,
 
     items: ItemIds,
-    endpoints: HashMap<EndpointId, EndpointRecord>,
-    profile_users: HashMap<String, HashSet<ItemKey>>,
-    profile_labels: HashMap<String, Option<Arc<Labels>>>,
-    endpoints_by_node: HashMap<String, HashSet<EndpointId>>,
+    endpoints: FastMap<EndpointId, EndpointRecord>,
+    profile_users: FastMap<String, FastSet<ItemKey>>,
+    profile_labels: FastMap<String, Option<Arc<LabelSet>>>,
+    endpoints_by_node: FastMap<String, FastSet<EndpointId>>,
     ipsets: IpSets,
     local_policies: LabelIndex<PolicyId>,
-    local_by_item: HashMap<ItemId, EndpointId>,
-    route_claims: HashMap<IpNet, BTreeMap<EndpointId, RouteTarget>>,
+    local_by_item: FastMap<ItemId, EndpointId>,
+    route_claims: FastMap<IpNet, BTreeMap<EndpointId, RouteTarget>>,
 
     relabel: BTreeSet<ItemKey>,
-    dirty_endpoints: HashSet<EndpointId>,
-    dirty_policies: HashSet<PolicyId>,
-    dirty_profiles: HashSet<String>,
-    dirty_routes: HashSet<IpNet>,
+    dirty_endpoints: FastSet<EndpointId>,
+    dirty_policies: FastSet<PolicyId>,
+    dirty_profiles: FastSet<String>,
+    dirty_routes: FastSet<IpNet>,
 
     emitted: Emitted,
 }
@@ -220,34 +249,34 @@ impl Engine {
             host: host.into(),
             in_sync: false,
             interner: Interner::default(),
-            tiers: HashMap::new(),
-            policies: HashMap::new(),
+            tiers: FastMap::default(),
+            policies: FastMap::default(),
             staged: BTreeMap::new(),
-            explicit_profiles: HashMap::new(),
-            namespaces: HashMap::new(),
-            service_accounts: HashMap::new(),
-            pod_namespaces: HashMap::new(),
-            pod_service_accounts: HashMap::new(),
-            pods: HashMap::new(),
-            weps: HashMap::new(),
-            weps_by_endpoint: HashMap::new(),
-            network_sets: HashMap::new(),
-            nodes: HashMap::new(),
+            explicit_profiles: FastMap::default(),
+            namespaces: FastMap::default(),
+            service_accounts: FastMap::default(),
+            pod_namespaces: FastMap::default(),
+            pod_service_accounts: FastMap::default(),
+            pods: FastMap::default(),
+            weps: FastMap::default(),
+            weps_by_endpoint: FastMap::default(),
+            network_sets: FastMap::default(),
+            nodes: FastMap::default(),
             notes: BTreeMap::new(),
             items: ItemIds::default(),
-            endpoints: HashMap::new(),
-            profile_users: HashMap::new(),
-            profile_labels: HashMap::new(),
-            endpoints_by_node: HashMap::new(),
+            endpoints: FastMap::default(),
+            profile_users: FastMap::default(),
+            profile_labels: FastMap::default(),
+            endpoints_by_node: FastMap::default(),
             ipsets: IpSets::default(),
             local_policies: LabelIndex::default(),
-            local_by_item: HashMap::new(),
-            route_claims: HashMap::new(),
+            local_by_item: FastMap::default(),
+            route_claims: FastMap::default(),
             relabel: BTreeSet::new(),
-            dirty_endpoints: HashSet::new(),
-            dirty_policies: HashSet::new(),
-            dirty_profiles: HashSet::new(),
-            dirty_routes: HashSet::new(),
+            dirty_endpoints: FastSet::default(),
+            dirty_policies: FastSet::default(),
+            dirty_profiles: FastSet::default(),
+            dirty_routes: FastSet::default(),
             emitted: Emitted::default(),
         }
     }

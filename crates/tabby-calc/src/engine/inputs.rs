@@ -2,11 +2,12 @@
 //! effective labels (own over inherited), membership in the label indexes, route claims, and
 //! what becomes dirty.
 
+use crate::engine::fast_hash::FastMap;
 use std::sync::Arc;
 
 use tabby_model::node::NodeSpec;
 use tabby_model::policy::PolicyType;
-use tabby_model::values::{Labels, parse_net};
+use tabby_model::values::parse_net;
 use tabby_model::{Kind, Object, Resource};
 
 use super::ipsets::{ItemAddrs, host_net};
@@ -14,12 +15,13 @@ use super::label_index::MatchChange;
 use super::labels::LabelSet;
 use super::rules::policy_endpoint_selector;
 use super::{
-    EndpointRecord, Engine, ItemKey, NodeAddrs, PolicyId, PolicyRecord, ResourceKey, RouteTarget,
+    EndpointData, EndpointRecord, Engine, ItemKey, NodeAddrs, PolicyId, PolicyRecord, ResourceKey,
+    RouteTarget,
 };
 use crate::cluster::{
-    Endpoint, EndpointId, assumed_namespace_labels, assumed_service_account_labels,
-    enforced_policy, namespace_labels, namespace_profile, network_set_info, pod_endpoint,
-    profile_info, service_account_profile, tier_info, wep_endpoint, with_name,
+    EndpointId, assumed_namespace_labels, assumed_service_account_labels, enforced_policy,
+    namespace_labels, namespace_profile, network_set_info, pod_endpoint, profile_info,
+    service_account_profile, tier_info, wep_endpoint, with_name,
 };
 use crate::compile::compile_policy;
 use crate::{ProfileInfo, TierInfo};
@@ -66,17 +68,19 @@ impl Engine {
                 let sa = ep.service_account.clone().unwrap_or_default();
                 self.pod_refs(&ep.id.namespace, &sa, true);
                 self.relabel.insert(ItemKey::Endpoint(ep.id.clone()));
-                self.pods.insert(ep.id.clone(), ep);
+                let ep = EndpointData::new(ep, &mut self.interner);
+                self.pods.insert(ep.id.clone(), Arc::new(ep));
             }
             Resource::WorkloadEndpoint(o) => {
                 self.remove_wep(&key);
                 let ep = wep_endpoint(&o);
-                self.weps_by_endpoint
-                    .entry(ep.id.clone())
-                    .or_default()
-                    .insert(key.name.clone());
+                let names = self.weps_by_endpoint.entry(ep.id.clone()).or_default();
+                if let Err(at) = names.binary_search(&key.name) {
+                    names.insert(at, key.name.clone());
+                }
                 self.relabel.insert(ItemKey::Endpoint(ep.id.clone()));
-                self.weps.insert((key.namespace, key.name), ep);
+                let ep = EndpointData::new(ep, &mut self.interner);
+                self.weps.insert((key.namespace, key.name), Arc::new(ep));
             }
             Resource::Namespace(o) => {
                 self.namespaces
@@ -188,7 +192,14 @@ impl Engine {
             name: key.name.clone(),
         };
         if let Some(old) = self.pods.remove(&id) {
-            let sa = old.service_account.clone().unwrap_or_default();
+            // A pod's second profile is its service account's, `ksa.<ns>.<sa>`.
+            let ksa = format!("ksa.{}.", id.namespace);
+            let sa = old
+                .profiles
+                .iter()
+                .find_map(|p| p.strip_prefix(&ksa))
+                .unwrap_or_default()
+                .to_owned();
             self.pod_refs(&id.namespace, &sa, false);
             self.relabel.insert(ItemKey::Endpoint(id));
         }
@@ -198,12 +209,12 @@ impl Engine {
         let k = (key.namespace.clone(), key.name.clone());
         if let Some(old) = self.weps.remove(&k) {
             if let Some(names) = self.weps_by_endpoint.get_mut(&old.id) {
-                names.remove(&key.name);
+                names.retain(|n| *n != key.name);
                 if names.is_empty() {
                     self.weps_by_endpoint.remove(&old.id);
                 }
             }
-            self.relabel.insert(ItemKey::Endpoint(old.id));
+            self.relabel.insert(ItemKey::Endpoint(old.id.clone()));
         }
     }
 
@@ -264,13 +275,16 @@ impl Engine {
         None
     }
 
-    fn profile_labels(&mut self, name: &str) -> Option<Arc<Labels>> {
+    fn profile_labels(&mut self, name: &str) -> Option<Arc<LabelSet>> {
         if let Some(cached) = self.profile_labels.get(name) {
             return cached.clone();
         }
-        let labels = self
-            .resolve_profile(name)
-            .map(|p| Arc::new(p.labels_to_apply.clone()));
+        let labels = self.resolve_profile(name).map(|p| {
+            Arc::new(LabelSet::from_labels(
+                &mut self.interner,
+                &p.labels_to_apply,
+            ))
+        });
         self.profile_labels.insert(name.to_owned(), labels.clone());
         labels
     }
@@ -358,7 +372,7 @@ impl Engine {
 
     /// Which resource speaks for an endpoint: a WorkloadEndpoint (the first by name when a
     /// pod has several) over the Pod.
-    fn resolve_endpoint(&self, id: &EndpointId) -> Option<&Endpoint> {
+    fn resolve_endpoint(&self, id: &EndpointId) -> Option<&Arc<EndpointData>> {
         if let Some(name) = self
             .weps_by_endpoint
             .get(id)
@@ -369,15 +383,12 @@ impl Engine {
         self.pods.get(id)
     }
 
-    fn effective_labels(&mut self, own: &Labels, profiles: &[String]) -> LabelSet {
-        let inherited: Vec<Arc<Labels>> = profiles
+    fn effective_labels(&mut self, own: &LabelSet, profiles: &[String]) -> LabelSet {
+        let inherited: Vec<Arc<LabelSet>> = profiles
             .iter()
             .filter_map(|p| self.profile_labels(p))
             .collect();
-        LabelSet::merged(
-            &mut self.interner,
-            std::iter::once(own).chain(inherited.iter().map(|l| &**l)),
-        )
+        own.layered(&inherited)
     }
 
     fn set_profile_users(&mut self, key: &ItemKey, profiles: &[String], add: bool) {
@@ -396,7 +407,7 @@ impl Engine {
         }
     }
 
-    fn route_target(&self, ep: &Endpoint, ip: std::net::IpAddr) -> Option<RouteTarget> {
+    fn route_target(&self, ep: &EndpointData, ip: std::net::IpAddr) -> Option<RouteTarget> {
         let node = ep.node.as_deref()?;
         if node == self.host {
             return Some(RouteTarget::Local {
@@ -411,23 +422,24 @@ impl Engine {
         })
     }
 
-    fn claim_routes(&mut self, id: &EndpointId, ep: &Endpoint, claim: bool) {
+    fn claim_routes(&mut self, id: &EndpointId, ep: &EndpointData, claim: bool) {
         for ip in &ep.ips {
             let dst = host_net(*ip);
-            let target = self.route_target(ep, *ip);
-            let claims = self.route_claims.entry(dst).or_default();
-            match (claim, target) {
-                (true, Some(t)) => {
+            let target = self.route_target(ep, *ip).filter(|_| claim);
+            if let Some(t) = target {
+                let claims = self.route_claims.entry(dst).or_default();
+                if claims.get(id) != Some(&t) {
                     claims.insert(id.clone(), t);
+                    self.dirty_routes.insert(dst);
                 }
-                _ => {
-                    claims.remove(id);
+            } else if let Some(claims) = self.route_claims.get_mut(&dst)
+                && claims.remove(id).is_some()
+            {
+                if claims.is_empty() {
+                    self.route_claims.remove(&dst);
                 }
+                self.dirty_routes.insert(dst);
             }
-            if claims.is_empty() {
-                self.route_claims.remove(&dst);
-            }
-            self.dirty_routes.insert(dst);
         }
     }
 
@@ -466,6 +478,7 @@ impl Engine {
             Some(o) => o.item,
             None => self.items.get_or_alloc(&key),
         };
+
         let labels = self.effective_labels(&ep.labels, &ep.profiles);
         let addrs = ItemAddrs {
             nets: ep.ips.iter().map(|ip| host_net(*ip)).collect(),
@@ -518,7 +531,8 @@ impl Engine {
             return;
         };
         let item = self.items.get_or_alloc(&key);
-        let labels = self.effective_labels(&info.labels, &profiles);
+        let own = LabelSet::from_labels(&mut self.interner, &info.labels);
+        let labels = self.effective_labels(&own, &profiles);
         let addrs = ItemAddrs {
             nets: info.nets.clone(),
             ports: Vec::new(),
@@ -542,10 +556,7 @@ pub(super) fn policy_id(key: &ResourceKey) -> PolicyId {
 }
 
 /// The tier a policy names, as it is evaluated.
-pub(super) fn tier_for(
-    tiers: &std::collections::HashMap<String, TierInfo>,
-    name: &str,
-) -> TierInfo {
+pub(super) fn tier_for(tiers: &FastMap<String, TierInfo>, name: &str) -> TierInfo {
     match tiers.get(name) {
         Some(t) => t.clone(),
         None if name == "default" => crate::cluster::default_tier(),

@@ -7,7 +7,8 @@
 //! dataplane already has are gathered until the next flush, where additions and removals of the
 //! same member cancel out.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use crate::engine::fast_hash::{FastMap, FastSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -50,7 +51,7 @@ impl ItemAddrs {
 struct SetState {
     spec: IpSetSpec,
     refs: u32,
-    members: HashMap<IpSetMember, u32>,
+    members: FastMap<IpSetMember, u32>,
     /// Whether the dataplane has been told about it.
     emitted: bool,
 }
@@ -64,15 +65,15 @@ struct Pending {
 /// All IP sets of the host.
 #[derive(Debug, Default)]
 pub(crate) struct IpSets {
-    sets: HashMap<IpSetId, SetState>,
+    sets: FastMap<IpSetId, SetState>,
     index: LabelIndex<IpSetId>,
-    items: HashMap<ItemId, ItemAddrs>,
-    pending: HashMap<IpSetId, Pending>,
+    items: FastMap<ItemId, ItemAddrs>,
+    pending: FastMap<IpSetId, Pending>,
     removed: BTreeSet<IpSetId>,
 }
 
 impl SetState {
-    fn add(&mut self, m: IpSetMember, pending: &mut HashMap<IpSetId, Pending>, id: &IpSetId) {
+    fn add(&mut self, m: IpSetMember, pending: &mut FastMap<IpSetId, Pending>, id: &IpSetId) {
         let n = self.members.entry(m).or_insert(0);
         *n += 1;
         if *n == 1 && self.emitted {
@@ -83,7 +84,7 @@ impl SetState {
         }
     }
 
-    fn remove(&mut self, m: IpSetMember, pending: &mut HashMap<IpSetId, Pending>, id: &IpSetId) {
+    fn remove(&mut self, m: IpSetMember, pending: &mut FastMap<IpSetId, Pending>, id: &IpSetId) {
         let Some(n) = self.members.get_mut(&m) else {
             return;
         };
@@ -103,19 +104,18 @@ impl SetState {
 impl IpSets {
     /// Adds or changes an endpoint or network set.
     pub(crate) fn upsert_item(&mut self, item: ItemId, labels: LabelSet, addrs: ItemAddrs) {
-        let old_addrs = self.items.get(&item).cloned();
         let mut changes = Vec::new();
-        if old_addrs.as_ref() == Some(&addrs) {
+        if self.items.get(&item) == Some(&addrs) {
             self.index.upsert_item(item, labels, &mut changes);
             for c in changes {
                 self.contribute(&c.selector, &addrs, c.matched);
             }
             return;
         }
-        let before: Vec<IpSetId> = self.index.matched_by(item).cloned().collect();
-        if let Some(old) = &old_addrs {
+        if let Some(old) = self.items.remove(&item) {
+            let before: Vec<IpSetId> = self.index.matched_by(item).cloned().collect();
             for id in &before {
-                self.contribute(id, old, false);
+                self.contribute(id, &old, false);
             }
         }
         self.index.upsert_item(item, labels, &mut changes);
@@ -164,7 +164,7 @@ impl IpSets {
             SetState {
                 spec: spec.clone(),
                 refs: 1,
-                members: HashMap::new(),
+                members: FastMap::default(),
                 emitted: false,
             },
         );
@@ -244,7 +244,7 @@ impl IpSets {
     }
 
     /// Members of a set, for tests and diagnostics.
-    pub(crate) fn members(&self, id: &IpSetId) -> HashSet<IpSetMember> {
+    pub(crate) fn members(&self, id: &IpSetId) -> FastSet<IpSetMember> {
         self.sets
             .get(id)
             .map(|s| s.members.keys().copied().collect())

@@ -7,7 +7,7 @@
 //! labels (plus those it matched before), and a new selector only against the items filed
 //! under its label: the cost follows the number of plausible matches, not the total.
 
-use std::collections::{HashMap, HashSet};
+use crate::engine::fast_hash::{FastMap, FastSet};
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -44,32 +44,32 @@ struct SelectorEntry {
     placement: Placement,
 }
 
-type ByLabel<T> = HashMap<Arc<str>, HashMap<Arc<str>, HashSet<T>>>;
+type ByLabel<T> = FastMap<Arc<str>, FastMap<Arc<str>, FastSet<T>>>;
 
 /// The index. `S` names a selector (an IP set, a policy).
 #[derive(Debug)]
 pub(crate) struct LabelIndex<S> {
-    selectors: HashMap<S, SelectorEntry>,
+    selectors: FastMap<S, SelectorEntry>,
     selectors_by_value: ByLabel<S>,
-    selectors_by_key: HashMap<Arc<str>, HashSet<S>>,
-    selectors_everywhere: HashSet<S>,
-    items: HashMap<ItemId, LabelSet>,
+    selectors_by_key: FastMap<Arc<str>, FastSet<S>>,
+    selectors_everywhere: FastSet<S>,
+    items: FastMap<ItemId, LabelSet>,
     items_by_label: ByLabel<ItemId>,
-    matches: HashMap<S, HashSet<ItemId>>,
-    matched_by: HashMap<ItemId, HashSet<S>>,
+    matches: FastMap<S, FastSet<ItemId>>,
+    matched_by: FastMap<ItemId, FastSet<S>>,
 }
 
 impl<S> Default for LabelIndex<S> {
     fn default() -> Self {
         Self {
-            selectors: HashMap::new(),
-            selectors_by_value: HashMap::new(),
-            selectors_by_key: HashMap::new(),
-            selectors_everywhere: HashSet::new(),
-            items: HashMap::new(),
-            items_by_label: HashMap::new(),
-            matches: HashMap::new(),
-            matched_by: HashMap::new(),
+            selectors: FastMap::default(),
+            selectors_by_value: FastMap::default(),
+            selectors_by_key: FastMap::default(),
+            selectors_everywhere: FastSet::default(),
+            items: FastMap::default(),
+            items_by_label: FastMap::default(),
+            matches: FastMap::default(),
+            matched_by: FastMap::default(),
         }
     }
 }
@@ -128,7 +128,7 @@ impl<S: Clone + Eq + Hash> LabelIndex<S> {
                 .collect(),
             Placement::Everywhere => self.items.keys().copied().collect(),
         };
-        let now: HashSet<ItemId> = candidates
+        let now: FastSet<ItemId> = candidates
             .into_iter()
             .filter(|item| selector.matches(&self.items[item]))
             .collect();
@@ -185,19 +185,14 @@ impl<S: Clone + Eq + Hash> LabelIndex<S> {
         labels: LabelSet,
         out: &mut Vec<MatchChange<S>>,
     ) {
-        if let Some(old) = self.items.get(&item) {
-            if *old == labels {
-                return;
-            }
-            let old = self.items.remove(&item).unwrap_or_default();
-            for (k, v) in old.iter() {
-                unfile(&mut self.items_by_label, k, v, &item);
-            }
+        let old = self.items.remove(&item);
+        if old.as_ref() == Some(&labels) {
+            self.items.insert(item, labels);
+            return;
         }
-        for (k, v) in labels.iter() {
-            file(&mut self.items_by_label, k, v, item);
-        }
-        let mut candidates: HashSet<S> = self.selectors_everywhere.clone();
+        let old = old.unwrap_or_default();
+        self.refile(item, &old, &labels);
+        let mut candidates: FastSet<S> = self.selectors_everywhere.clone();
         for (k, v) in labels.iter() {
             if let Some(set) = self.selectors_by_value.get(k).and_then(|m| m.get(v)) {
                 candidates.extend(set.iter().cloned());
@@ -208,7 +203,7 @@ impl<S: Clone + Eq + Hash> LabelIndex<S> {
         }
         let before = self.matched_by.remove(&item).unwrap_or_default();
         candidates.extend(before.iter().cloned());
-        let now: HashSet<S> = candidates
+        let now: FastSet<S> = candidates
             .into_iter()
             .filter(|s| self.selectors[s].selector.matches(&labels))
             .collect();
@@ -237,6 +232,37 @@ impl<S: Clone + Eq + Hash> LabelIndex<S> {
             self.matched_by.insert(item, now);
         }
         self.items.insert(item, labels);
+    }
+
+    /// Files an item under its new labels; both sets are sorted by key, so only the pairs
+    /// that changed are touched.
+    fn refile(&mut self, item: ItemId, old: &LabelSet, new: &LabelSet) {
+        let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+        loop {
+            match (a.peek(), b.peek()) {
+                (None, None) => break,
+                (Some((ka, va)), Some((kb, vb))) if ka == kb => {
+                    if va != vb {
+                        unfile(&mut self.items_by_label, ka, va, &item);
+                        file(&mut self.items_by_label, kb, vb, item);
+                    }
+                    a.next();
+                    b.next();
+                }
+                (Some((ka, va)), Some((kb, _))) if ka < kb => {
+                    unfile(&mut self.items_by_label, ka, va, &item);
+                    a.next();
+                }
+                (Some((ka, va)), None) => {
+                    unfile(&mut self.items_by_label, ka, va, &item);
+                    a.next();
+                }
+                (_, Some((kb, vb))) => {
+                    file(&mut self.items_by_label, kb, vb, item);
+                    b.next();
+                }
+            }
+        }
     }
 
     /// Removes an item, reporting the matches that end.
@@ -283,8 +309,8 @@ impl<S: Clone + Eq + Hash> LabelIndex<S> {
             return 0;
         };
         match value {
-            Some(v) => values.get(v).map_or(0, HashSet::len),
-            None => values.values().map(HashSet::len).sum(),
+            Some(v) => values.get(v).map_or(0, |s| s.len()),
+            None => values.values().map(|s| s.len()).sum(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Compact label sets for hundreds of thousands of endpoints: keys and values are interned, so
 //! the label `projectcalico.org/namespace=shop` is stored once however many endpoints carry it.
 
-use std::collections::HashSet;
+use crate::engine::fast_hash::FastSet;
 use std::sync::Arc;
 
 use tabby_model::selector::Labels as SelectorLabels;
@@ -10,7 +10,7 @@ use tabby_model::values::Labels;
 /// Interned strings.
 #[derive(Debug, Default)]
 pub(crate) struct Interner {
-    strings: HashSet<Arc<str>>,
+    strings: FastSet<Arc<str>>,
 }
 
 impl Interner {
@@ -35,6 +35,7 @@ pub(crate) struct LabelSet(Box<[(Arc<str>, Arc<str>)]>);
 
 impl LabelSet {
     /// `layers` in order of precedence: the first layer that has a key decides its value.
+    #[cfg(test)]
     pub(crate) fn merged<'a>(
         interner: &mut Interner,
         layers: impl IntoIterator<Item = &'a Labels>,
@@ -48,6 +49,44 @@ impl LabelSet {
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
+        Self(out.into_boxed_slice())
+    }
+
+    /// Interns a plain label map.
+    pub(crate) fn from_labels(interner: &mut Interner, labels: &Labels) -> Self {
+        // A BTreeMap iterates in key order already.
+        Self(
+            labels
+                .iter()
+                .map(|(k, v)| (interner.intern(k), interner.intern(v)))
+                .collect(),
+        )
+    }
+
+    /// `self` over `inherited`, in order of precedence: the first that has a key decides its
+    /// value. All are sorted, so this is a merge with no hashing.
+    pub(crate) fn layered(&self, inherited: &[Arc<Self>]) -> Self {
+        if inherited.is_empty() {
+            return self.clone();
+        }
+        let mut out: Vec<(Arc<str>, Arc<str>)> = self.0.to_vec();
+        for layer in inherited {
+            let mut merged = Vec::with_capacity(out.len() + layer.0.len());
+            let (mut a, mut b) = (out.into_iter().peekable(), layer.0.iter().peekable());
+            loop {
+                match (a.peek(), b.peek()) {
+                    (Some(x), Some(y)) if x.0 == y.0 => {
+                        merged.extend(a.next());
+                        b.next();
+                    }
+                    (Some(x), Some(y)) if x.0 < y.0 => merged.extend(a.next()),
+                    (Some(_), None) => merged.extend(a.next()),
+                    (_, Some(_)) => merged.extend(b.next().cloned()),
+                    (None, None) => break,
+                }
+            }
+            out = merged;
+        }
         Self(out.into_boxed_slice())
     }
 
