@@ -8,11 +8,17 @@ declare -A needs=(
   [cc]=gcc            # rusqlite builds its bundled SQLite
   [make]=make
   [python3]=python3   # scripts/check-licenses.py
+  [bird]=bird2        # tabby-bgp interop tests: BIRD 2 as a real peer
+  [birdc]=bird2
+  [gobgpd]=gobgpd     # tabby-bgp interop tests: GoBGP (ships gobgpd and the gobgp CLI)
+  [gobgp]=gobgpd
 )
 
 missing=()
 for cmd in "${!needs[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("${needs[$cmd]}")
+  command -v "$cmd" >/dev/null 2>&1 && continue
+  # One package can provide several commands; ask for it once.
+  [[ " ${missing[*]} " == *" ${needs[$cmd]} "* ]] || missing+=("${needs[$cmd]}")
 done
 # libc headers are not a command; check the file.
 [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)

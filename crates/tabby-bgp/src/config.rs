@@ -1,0 +1,168 @@
+//! Speaker and peer configuration, and the status the speaker reports.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use crate::error::PeerError;
+use crate::wire::Family;
+
+/// The whole speaker's settings.
+#[derive(Debug, Clone)]
+pub struct SpeakerConfig {
+    /// Our AS number (Calico's default is 64512).
+    pub asn: u32,
+    /// Our BGP identifier (Calico uses the node's IPv4 address).
+    pub router_id: Ipv4Addr,
+    /// Set on a route reflector: the cluster ID (RFC 4456). Peers marked `rr_client` are then
+    /// its clients. `None`: an ordinary speaker, which never passes iBGP routes to iBGP peers.
+    pub cluster_id: Option<Ipv4Addr>,
+    /// Hold time we propose, in seconds (default 90; 0 disables keepalives).
+    pub hold_time: u16,
+    /// Wait between outgoing connection attempts (default 5 s, as Calico's BIRD
+    /// `connect retry time 5`).
+    pub connect_retry: Duration,
+    /// Wait before restarting a session that went down with an error; doubles on each flap up
+    /// to `idle_hold_max` (defaults 5 s and 30 s, as Calico's BIRD `error wait time 5,30`).
+    pub idle_hold: Duration,
+    /// Upper bound of the idle hold backoff.
+    pub idle_hold_max: Duration,
+    /// A session Established at least this long resets the backoff (default 60 s).
+    pub stable_after: Duration,
+    /// Graceful restart we advertise (RFC 4724); `None` disables the capability, and with it
+    /// stale-route retention for peers (which needs the peer's capability only, but BIRD and
+    /// FRR expect both sides to send it).
+    pub graceful_restart: Option<GracefulRestartConfig>,
+    /// How long stale routes of a re-established peer wait for its End-of-RIB (default 360 s).
+    pub stale_time: Duration,
+    /// Families we offer (default IPv4 and IPv6 unicast).
+    pub families: Vec<Family>,
+}
+
+/// Our graceful restart capability.
+#[derive(Debug, Clone, Copy)]
+pub struct GracefulRestartConfig {
+    /// Seconds peers should keep our routes after our session drops (default 120, BIRD's).
+    pub restart_time: u16,
+    /// We have just restarted (the Restart State bit) and the kernel still forwards with the
+    /// routes of before (the Forwarding State bit on every family).
+    pub restarting: bool,
+}
+
+impl Default for GracefulRestartConfig {
+    fn default() -> Self {
+        Self {
+            restart_time: 120,
+            restarting: false,
+        }
+    }
+}
+
+impl SpeakerConfig {
+    /// Defaults for an AS and router ID.
+    pub fn new(asn: u32, router_id: Ipv4Addr) -> Self {
+        Self {
+            asn,
+            router_id,
+            cluster_id: None,
+            hold_time: 90,
+            connect_retry: Duration::from_secs(5),
+            idle_hold: Duration::from_secs(5),
+            idle_hold_max: Duration::from_secs(30),
+            stable_after: Duration::from_secs(60),
+            graceful_restart: Some(GracefulRestartConfig::default()),
+            stale_time: Duration::from_secs(360),
+            families: vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST],
+        }
+    }
+}
+
+/// One neighbour.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// The neighbour's address (sessions are keyed by it).
+    pub addr: IpAddr,
+    /// The neighbour's AS; equal to ours makes it iBGP.
+    pub asn: u32,
+    /// TCP port to connect to (default 179).
+    pub port: u16,
+    /// Local address to connect from (default: the kernel's choice).
+    pub local_addr: Option<IpAddr>,
+    /// Only wait for the neighbour to connect.
+    pub passive: bool,
+    /// A route-reflector client of ours (meaningful when `cluster_id` is set).
+    pub rr_client: bool,
+    /// Cut the session (Cease, maximum number of prefixes reached) and keep it down when the
+    /// neighbour announces more prefixes than this.
+    pub max_prefixes: Option<u32>,
+    /// Set ourselves as next hop on routes sent to this iBGP neighbour (eBGP always does).
+    pub next_hop_self: bool,
+    /// IPv4 next hop to use when the session runs over IPv6.
+    pub next_hop_v4: Option<Ipv4Addr>,
+    /// IPv6 next hop to use when the session runs over IPv4 (needed to send IPv6 routes).
+    pub next_hop_v6: Option<Ipv6Addr>,
+}
+
+impl PeerConfig {
+    /// Defaults for an address and AS.
+    pub fn new(addr: IpAddr, asn: u32) -> Self {
+        Self {
+            addr,
+            asn,
+            port: 179,
+            local_addr: None,
+            passive: false,
+            rr_client: false,
+            max_prefixes: None,
+            next_hop_self: false,
+            next_hop_v4: None,
+            next_hop_v6: None,
+        }
+    }
+}
+
+/// RFC 4271 session states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Not trying: just configured, disabled, or waiting out the idle hold after an error.
+    Idle,
+    /// Connecting out.
+    Connect,
+    /// Waiting for the neighbour to connect (or for the next connect retry).
+    Active,
+    /// OPEN sent, waiting for the neighbour's.
+    OpenSent,
+    /// OPENs exchanged, waiting for a KEEPALIVE.
+    OpenConfirm,
+    /// Exchanging routes.
+    Established,
+}
+
+/// What the speaker reports about one neighbour.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    /// Neighbour address.
+    pub addr: IpAddr,
+    /// Neighbour AS.
+    pub asn: u32,
+    /// Session state.
+    pub state: SessionState,
+    /// When the state was entered.
+    pub since: Instant,
+    /// The neighbour's BGP identifier, once its OPEN was accepted.
+    pub router_id: Option<Ipv4Addr>,
+    /// Families negotiated on the current session.
+    pub families: Vec<Family>,
+    /// Prefixes held from the neighbour (Adj-RIB-In, stale ones included).
+    pub prefixes_received: usize,
+    /// Of those, kept stale after the neighbour's session dropped (graceful restart).
+    pub prefixes_stale: usize,
+    /// Prefixes currently advertised to it (Adj-RIB-Out).
+    pub prefixes_advertised: usize,
+    /// Why the last session ended or failed.
+    pub last_error: Option<PeerError>,
+    /// Set while the session is held down until [`crate::Speaker::reset_peer`] (maximum prefix
+    /// limit exceeded).
+    pub disabled: Option<PeerError>,
+    /// Sessions that went down after being Established.
+    pub flaps: u32,
+}

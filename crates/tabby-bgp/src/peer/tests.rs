@@ -1,0 +1,247 @@
+//! The FSM against a scripted neighbour: we play the other side byte by byte and check every
+//! reply, especially the NOTIFICATION for each kind of bad input.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use crate::wire::{
+    self, AsPath, Capability, Context, Family, Message, Notification, Open, Origin, PathAttrs,
+    Update,
+};
+use crate::{Action, ConnId, PeerConfig, PeerError, SessionState, Speaker, SpeakerConfig};
+
+const US: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+const THEM: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+
+struct Script {
+    speaker: Speaker,
+    conn: ConnId,
+    now: Instant,
+}
+
+fn their_open(four_octet: bool) -> Open {
+    let mut capabilities = vec![Capability::Multiprotocol(Family::IPV4_UNICAST)];
+    if four_octet {
+        capabilities.push(Capability::FourOctetAs(65002));
+    }
+    Open {
+        my_as: 65002,
+        hold_time: 30,
+        bgp_id: Ipv4Addr::new(10, 0, 0, 2),
+        capabilities,
+    }
+}
+
+fn bytes(m: &Message) -> Vec<u8> {
+    wire::encode(m, Context::default()).unwrap()
+}
+
+impl Script {
+    /// A passive speaker whose neighbour has just connected.
+    fn connected(asn: u32) -> Self {
+        let mut speaker = Speaker::new(SpeakerConfig::new(asn, Ipv4Addr::new(10, 0, 0, 1)));
+        let now = Instant::now();
+        let mut peer = PeerConfig::new(THEM, 65002);
+        peer.passive = true;
+        speaker.add_peer(now, peer);
+        let conn = speaker.accept(now, THEM, US).expect("accepted");
+        let mut s = Self { speaker, conn, now };
+        let sent = s.sent();
+        let [Message::Open(open)] = &sent[..] else {
+            panic!("expected our OPEN, got {sent:?}")
+        };
+        assert_eq!(open.asn(), asn);
+        assert!(open.four_octet_as() && open.route_refresh());
+        assert_eq!(
+            open.families(),
+            vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST]
+        );
+        assert!(open.graceful_restart().is_some());
+        s
+    }
+
+    fn established(asn: u32, four_octet: bool) -> Self {
+        let mut s = Self::connected(asn);
+        s.feed(&bytes(&Message::Open(their_open(four_octet))));
+        assert_eq!(s.sent(), vec![Message::Keepalive]);
+        s.feed(&bytes(&Message::Keepalive));
+        assert_eq!(s.state(), SessionState::Established);
+        s
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        self.speaker.received(self.now, self.conn, data);
+    }
+
+    fn state(&self) -> SessionState {
+        self.speaker.session_state(THEM).unwrap()
+    }
+
+    /// Decoded messages we sent (with the given context), and whether we closed.
+    fn sent_ctx(&mut self, ctx: Context) -> (Vec<Message>, bool) {
+        let mut msgs = Vec::new();
+        let mut closed = false;
+        while let Some(a) = self.speaker.poll_action() {
+            match a {
+                Action::Send { data, .. } => {
+                    let mut rest = &data[..];
+                    while let Ok(Some(len)) = wire::frame(rest) {
+                        msgs.push(wire::decode(&rest[..len], ctx).unwrap().0);
+                        rest = &rest[len..];
+                    }
+                }
+                Action::Close { .. } => closed = true,
+                _ => {}
+            }
+        }
+        (msgs, closed)
+    }
+
+    fn sent(&mut self) -> Vec<Message> {
+        self.sent_ctx(Context::default()).0
+    }
+
+    /// Feeds bytes and expects exactly this NOTIFICATION, then the close.
+    fn refuses(&mut self, data: &[u8], code: u8, subcode: u8) -> Notification {
+        self.feed(data);
+        let (msgs, closed) = self.sent_ctx(Context::default());
+        let Some(Message::Notification(n)) = msgs.last() else {
+            panic!("no notification in {msgs:?}")
+        };
+        assert_eq!((n.code, n.subcode), (code, subcode), "{n}");
+        assert!(closed);
+        assert_ne!(self.state(), SessionState::Established);
+        n.clone()
+    }
+}
+
+fn announce(prefix: &str, origin: Option<Origin>) -> Vec<u8> {
+    bytes(&Message::Update(Update {
+        attrs: PathAttrs {
+            origin,
+            as_path: Some(AsPath::sequence(vec![65002])),
+            next_hop: Some(Ipv4Addr::new(10, 0, 0, 2)),
+            ..PathAttrs::default()
+        },
+        nlri: vec![prefix.parse().unwrap()],
+        ..Update::default()
+    }))
+}
+
+#[test]
+fn session_reaches_established_and_sends_end_of_rib() {
+    let mut s = Script::established(64512, true);
+    let sent = s.sent();
+    assert!(sent.contains(&Message::Update(Update::end_of_rib(Family::IPV4_UNICAST))));
+    // IPv6 was not negotiated (the neighbour offered IPv4 only).
+    assert!(!sent.contains(&Message::Update(Update::end_of_rib(Family::IPV6_UNICAST))));
+}
+
+#[test]
+fn update_before_established_is_an_fsm_error() {
+    let mut s = Script::connected(64512);
+    s.feed(&bytes(&Message::Open(their_open(true))));
+    s.sent();
+    s.refuses(&announce("10.9.0.0/24", Some(Origin::Igp)), 5, 2);
+}
+
+#[test]
+fn unacceptable_open_fields() {
+    let mut open = their_open(true);
+    open.hold_time = 2;
+    Script::connected(64512).refuses(&bytes(&Message::Open(open)), 2, 6);
+    let mut open = their_open(true);
+    open.bgp_id = Ipv4Addr::UNSPECIFIED;
+    Script::connected(64512).refuses(&bytes(&Message::Open(open)), 2, 3);
+    let mut open = their_open(true);
+    open.capabilities = vec![Capability::FourOctetAs(65003)];
+    Script::connected(64512).refuses(&bytes(&Message::Open(open)), 2, 2);
+    let mut raw = bytes(&Message::Open(their_open(true)));
+    raw[19] = 3; // version
+    let n = Script::connected(64512).refuses(&raw, 2, 1);
+    assert_eq!(n.data, vec![0, 4]);
+}
+
+#[test]
+fn broken_header_and_unknown_well_known_attribute_reset_the_session() {
+    let mut s = Script::established(64512, true);
+    s.sent();
+    let mut raw = bytes(&Message::Keepalive);
+    raw[0] = 0;
+    s.refuses(&raw, 1, 1);
+
+    let mut s = Script::established(64512, true);
+    s.sent();
+    let update = Update {
+        attrs: PathAttrs {
+            unknown: vec![wire::RawAttr {
+                flags: 0x40,
+                code: 0x63,
+                value: vec![],
+            }],
+            ..PathAttrs::default()
+        },
+        ..Update::default()
+    };
+    s.refuses(&bytes(&Message::Update(update)), 3, 2);
+    assert!(matches!(
+        s.speaker.peer_status()[0].last_error,
+        Some(PeerError::Decode(_))
+    ));
+}
+
+#[test]
+fn treat_as_withdraw_keeps_the_session_and_drops_the_route() {
+    let mut s = Script::established(64512, true);
+    s.feed(&announce("10.9.0.0/24", Some(Origin::Igp)));
+    assert_eq!(s.speaker.learned_routes().len(), 1);
+    // The same prefix again, now without ORIGIN: withdrawn, session unharmed.
+    s.feed(&announce("10.9.0.0/24", None));
+    assert_eq!(s.state(), SessionState::Established);
+    assert_eq!(s.speaker.learned_routes(), vec![]);
+    let (msgs, closed) = s.sent_ctx(Context::default());
+    assert!(!closed);
+    assert!(!msgs.iter().any(|m| matches!(m, Message::Notification(_))));
+}
+
+#[test]
+fn two_octet_neighbour_gets_as_trans_and_as4_path() {
+    let mut s = Script::established(4_200_000_000, false);
+    s.speaker.originate("10.1.0.0/26".parse().unwrap(), vec![]);
+    let two = Context {
+        four_octet_as: false,
+    };
+    let (msgs, _) = s.sent_ctx(two);
+    let update = msgs
+        .iter()
+        .find_map(|m| match m {
+            Message::Update(u) if !u.nlri.is_empty() => Some(u),
+            _ => None,
+        })
+        .expect("announcement");
+    // Decoded as a 2-octet speaker would, AS4_PATH restores the real AS.
+    assert_eq!(
+        update.attrs.as_path,
+        Some(AsPath::sequence(vec![4_200_000_000]))
+    );
+    let raw = wire::encode(&Message::Update(update.clone()), two).unwrap();
+    assert!(raw.windows(2).any(|w| w == wire::AS_TRANS.to_be_bytes()));
+}
+
+#[test]
+fn hold_timer_from_the_negotiated_hold_time() {
+    let mut s = Script::established(64512, true);
+    s.sent();
+    // Negotiated hold 30 s: keepalives every 10 s, expiry at 30 s without input.
+    s.now += Duration::from_secs(10);
+    s.speaker.timeout(s.now);
+    assert_eq!(s.sent(), vec![Message::Keepalive]);
+    s.now += Duration::from_secs(20);
+    s.speaker.timeout(s.now);
+    let msgs = s.sent();
+    assert!(
+        msgs.contains(&Message::Notification(Notification::new(4, 0))),
+        "{msgs:?}"
+    );
+    assert_eq!(s.state(), SessionState::Idle);
+}

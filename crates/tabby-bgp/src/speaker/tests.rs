@@ -1,0 +1,540 @@
+//! Speakers wired to each other in memory with a simulated clock: sessions, route exchange,
+//! reflection, graceful restart, limits, damping.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::NO_EXPORT;
+use crate::config::PeerConfig;
+
+fn ip(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, last))
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+/// Speakers on one simulated network; messages are delivered in order, instantly.
+struct Lab {
+    nodes: Vec<(IpAddr, Speaker)>,
+    links: HashMap<(usize, ConnId), (usize, ConnId)>,
+    routes: Vec<Vec<RouteChange>>,
+    /// Nodes whose outgoing bytes vanish (a hung neighbour).
+    mute: Vec<usize>,
+    now: Instant,
+}
+
+impl Lab {
+    fn new() -> Self {
+        Self {
+            nodes: Vec::new(),
+            links: HashMap::new(),
+            routes: Vec::new(),
+            mute: Vec::new(),
+            now: Instant::now(),
+        }
+    }
+
+    fn node(&mut self, last: u8, asn: u32, f: impl FnOnce(&mut SpeakerConfig)) -> usize {
+        let IpAddr::V4(id) = ip(last) else {
+            unreachable!()
+        };
+        let mut cfg = SpeakerConfig::new(asn, id);
+        f(&mut cfg);
+        self.nodes.push((ip(last), Speaker::new(cfg)));
+        self.routes.push(Vec::new());
+        self.nodes.len() - 1
+    }
+
+    fn peer(&mut self, a: usize, b: usize, f: impl FnOnce(&mut PeerConfig)) {
+        let (addr, asn) = (self.nodes[b].0, self.nodes[b].1.config().asn);
+        let mut cfg = PeerConfig::new(addr, asn);
+        f(&mut cfg);
+        let now = self.now;
+        self.nodes[a].1.add_peer(now, cfg);
+    }
+
+    fn index_of(&self, addr: IpAddr) -> Option<usize> {
+        self.nodes.iter().position(|(a, _)| *a == addr)
+    }
+
+    /// Delivers every pending action until all speakers are quiet.
+    fn settle(&mut self) {
+        let now = self.now;
+        for _ in 0..10_000 {
+            let mut work: VecDeque<(usize, Action)> = VecDeque::new();
+            for (i, (_, s)) in self.nodes.iter_mut().enumerate() {
+                while let Some(a) = s.poll_action() {
+                    work.push_back((i, a));
+                }
+            }
+            if work.is_empty() {
+                return;
+            }
+            for (i, action) in work {
+                match action {
+                    Action::Connect { conn, remote, .. } => {
+                        let me = self.nodes[i].0;
+                        match self.index_of(remote.ip()) {
+                            Some(j) => match self.nodes[j].1.accept(now, me, remote.ip()) {
+                                Some(their) => {
+                                    self.links.insert((i, conn), (j, their));
+                                    self.links.insert((j, their), (i, conn));
+                                    self.nodes[i].1.connected(now, conn, me);
+                                }
+                                None => self.nodes[i].1.connect_failed(now, conn),
+                            },
+                            None => self.nodes[i].1.connect_failed(now, conn),
+                        }
+                    }
+                    Action::Send { conn, data } => {
+                        if self.mute.contains(&i) {
+                            continue;
+                        }
+                        if let Some(&(j, their)) = self.links.get(&(i, conn)) {
+                            self.nodes[j].1.received(now, their, &data);
+                        }
+                    }
+                    Action::Close { conn } => {
+                        if let Some((j, their)) = self.links.remove(&(i, conn)) {
+                            self.links.remove(&(j, their));
+                            self.nodes[j].1.closed(now, their);
+                        }
+                    }
+                    Action::Route(change) => self.routes[i].push(change),
+                }
+            }
+        }
+        panic!("speakers never settled");
+    }
+
+    /// Moves the clock on, firing timers as they come due.
+    fn advance(&mut self, by: Duration) {
+        let end = self.now + by;
+        loop {
+            self.settle();
+            let next = self
+                .nodes
+                .iter()
+                .filter_map(|(_, s)| s.next_timeout())
+                .filter(|&t| t <= end)
+                .min();
+            let Some(t) = next else { break };
+            self.now = self.now.max(t);
+            let now = self.now;
+            for (_, s) in &mut self.nodes {
+                if s.next_timeout().is_some_and(|t| t <= now) {
+                    s.timeout(now);
+                }
+            }
+        }
+        self.now = end;
+        self.settle();
+    }
+
+    fn state(&self, a: usize, b: usize) -> SessionState {
+        self.nodes[a].1.session_state(self.nodes[b].0).unwrap()
+    }
+
+    fn status(&self, a: usize, b: usize) -> PeerStatus {
+        let addr = self.nodes[b].0;
+        self.nodes[a]
+            .1
+            .peer_status()
+            .into_iter()
+            .find(|s| s.addr == addr)
+            .unwrap()
+    }
+
+    fn learned(&self, a: usize) -> Vec<(IpNet, IpAddr)> {
+        self.nodes[a]
+            .1
+            .learned_routes()
+            .into_iter()
+            .map(|r| (r.prefix, r.next_hop))
+            .collect()
+    }
+
+    fn route(&self, a: usize, prefix: &str) -> Option<LearnedRoute> {
+        let p = net(prefix);
+        self.nodes[a]
+            .1
+            .learned_routes()
+            .into_iter()
+            .find(|r| r.prefix == p)
+    }
+
+    /// Cuts every connection of a node without any message (a crash or cable cut).
+    fn crash(&mut self, i: usize) {
+        let now = self.now;
+        let mine: Vec<((usize, ConnId), (usize, ConnId))> = self
+            .links
+            .iter()
+            .filter(|((n, _), _)| *n == i)
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        for (k, (j, their)) in mine {
+            self.links.remove(&k);
+            self.links.remove(&(j, their));
+            self.nodes[j].1.closed(now, their);
+        }
+    }
+}
+
+fn ebgp_pair() -> (Lab, usize, usize) {
+    let mut lab = Lab::new();
+    let a = lab.node(1, 65001, |_| {});
+    let b = lab.node(2, 65002, |_| {});
+    lab.peer(a, b, |_| {});
+    lab.peer(b, a, |_| {});
+    lab.advance(Duration::from_secs(1));
+    (lab, a, b)
+}
+
+#[test]
+fn ebgp_session_establishes_once_despite_both_sides_connecting() {
+    let (lab, a, b) = ebgp_pair();
+    assert_eq!(lab.state(a, b), SessionState::Established);
+    assert_eq!(lab.state(b, a), SessionState::Established);
+    // Collision detection left exactly one connection.
+    assert_eq!(lab.links.len(), 2);
+    assert_eq!(lab.status(a, b).router_id, Some(Ipv4Addr::new(10, 0, 0, 2)));
+    assert_eq!(
+        lab.status(a, b).families,
+        vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST]
+    );
+}
+
+#[test]
+fn routes_flow_both_ways_and_withdrawals_propagate() {
+    let (mut lab, a, b) = ebgp_pair();
+    lab.nodes[a].1.originate(net("10.1.0.0/26"), vec![]);
+    lab.nodes[b].1.originate(net("10.2.0.0/26"), vec![]);
+    lab.settle();
+    let r = lab.route(b, "10.1.0.0/26").expect("b learned a's block");
+    assert_eq!(r.next_hop, ip(1));
+    assert_eq!(r.peer, ip(1));
+    assert_eq!(r.attrs.as_path, Some(wire::AsPath::sequence(vec![65001])));
+    assert_eq!(r.attrs.local_pref, None);
+    assert_eq!(lab.learned(a), vec![(net("10.2.0.0/26"), ip(2))]);
+    assert_eq!(lab.status(a, b).prefixes_advertised, 1);
+    assert_eq!(lab.status(a, b).prefixes_received, 1);
+    assert!(matches!(
+        lab.routes[b].last(),
+        Some(RouteChange::Learned(_))
+    ));
+
+    lab.nodes[a].1.withdraw(net("10.1.0.0/26"));
+    lab.settle();
+    assert_eq!(lab.route(b, "10.1.0.0/26"), None);
+    assert_eq!(
+        lab.routes[b].last(),
+        Some(&RouteChange::Withdrawn(net("10.1.0.0/26")))
+    );
+}
+
+#[test]
+fn ipv6_routes_need_an_ipv6_next_hop() {
+    let mut lab = Lab::new();
+    let a = lab.node(1, 65001, |_| {});
+    let b = lab.node(2, 65002, |_| {});
+    lab.peer(a, b, |p| {
+        p.next_hop_v6 = Some("2001:db8::1".parse().unwrap())
+    });
+    lab.peer(b, a, |_| {});
+    lab.advance(Duration::from_secs(1));
+    lab.nodes[a].1.originate(net("2001:db8:1::/122"), vec![]);
+    lab.nodes[b].1.originate(net("2001:db8:2::/122"), vec![]);
+    lab.settle();
+    let r = lab
+        .route(b, "2001:db8:1::/122")
+        .expect("learned over MP_REACH");
+    assert_eq!(r.next_hop, "2001:db8::1".parse::<IpAddr>().unwrap());
+    // b has no IPv6 address for the IPv4 session, so it cannot advertise its IPv6 block.
+    assert_eq!(lab.route(a, "2001:db8:2::/122"), None);
+}
+
+#[test]
+fn ibgp_routes_are_not_passed_to_other_ibgp_peers_without_reflection() {
+    let mut lab = Lab::new();
+    let a = lab.node(1, 64512, |_| {});
+    let b = lab.node(2, 64512, |_| {});
+    let c = lab.node(3, 64512, |_| {});
+    for (x, y) in [(a, b), (b, a), (b, c), (c, b)] {
+        lab.peer(x, y, |_| {});
+    }
+    lab.advance(Duration::from_secs(1));
+    lab.nodes[a].1.originate(net("10.1.0.0/26"), vec![]);
+    lab.settle();
+    let r = lab.route(b, "10.1.0.0/26").expect("b learned it");
+    assert_eq!(r.attrs.local_pref, Some(100));
+    assert_eq!(r.attrs.as_path, Some(wire::AsPath::default()));
+    assert_eq!(lab.route(c, "10.1.0.0/26"), None);
+}
+
+#[test]
+fn route_reflector_reflects_client_routes_with_originator_and_cluster() {
+    let mut lab = Lab::new();
+    let a = lab.node(1, 64512, |_| {});
+    let rr = lab.node(2, 64512, |c| c.cluster_id = Some(Ipv4Addr::new(1, 1, 1, 1)));
+    let c = lab.node(3, 64512, |_| {});
+    let d = lab.node(4, 64512, |_| {});
+    lab.peer(a, rr, |_| {});
+    lab.peer(c, rr, |_| {});
+    lab.peer(d, rr, |_| {});
+    lab.peer(rr, a, |p| p.rr_client = true);
+    lab.peer(rr, c, |p| p.rr_client = true);
+    lab.peer(rr, d, |_| {}); // a non-client
+    lab.advance(Duration::from_secs(1));
+    lab.nodes[a].1.originate(net("10.1.0.0/26"), vec![]);
+    lab.nodes[d].1.originate(net("10.4.0.0/26"), vec![]);
+    lab.settle();
+    // Client route: reflected to the other client and to the non-client.
+    for node in [c, d] {
+        let r = lab.route(node, "10.1.0.0/26").expect("reflected");
+        assert_eq!(r.next_hop, ip(1), "next hop unchanged by reflection");
+        assert_eq!(r.attrs.originator_id, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(r.attrs.cluster_list, vec![Ipv4Addr::new(1, 1, 1, 1)]);
+    }
+    // Non-client route: reflected to clients only.
+    assert!(lab.route(a, "10.4.0.0/26").is_some());
+    assert!(lab.route(c, "10.4.0.0/26").is_some());
+    // The originator never takes its own route back.
+    assert_eq!(lab.route(a, "10.1.0.0/26"), None);
+}
+
+#[test]
+fn reflected_route_with_our_originator_id_is_ignored() {
+    // Two reflectors in one cluster both reflect a client's route; the loop checks stop it
+    // from coming back.
+    let mut lab = Lab::new();
+    let cl = Some(Ipv4Addr::new(9, 9, 9, 9));
+    let a = lab.node(1, 64512, |_| {});
+    let r1 = lab.node(2, 64512, |c| c.cluster_id = cl);
+    let r2 = lab.node(3, 64512, |c| c.cluster_id = cl);
+    lab.peer(a, r1, |_| {});
+    lab.peer(a, r2, |_| {});
+    lab.peer(r1, a, |p| p.rr_client = true);
+    lab.peer(r2, a, |p| p.rr_client = true);
+    lab.peer(r1, r2, |_| {});
+    lab.peer(r2, r1, |_| {});
+    lab.advance(Duration::from_secs(1));
+    lab.nodes[a].1.originate(net("10.1.0.0/26"), vec![]);
+    lab.settle();
+    // r2 learns it from a directly; the copy r1 reflects carries cluster 9.9.9.9 and is refused.
+    let r = lab.route(r2, "10.1.0.0/26").unwrap();
+    assert_eq!(r.peer, ip(1));
+    assert_eq!(lab.status(r2, r1).prefixes_received, 0);
+}
+
+#[test]
+fn hold_timer_expiry_ends_the_session_and_withdraws() {
+    let (mut lab, a, b) = ebgp_pair();
+    lab.nodes[b].1.originate(net("10.2.0.0/26"), vec![]);
+    lab.settle();
+    assert_eq!(lab.learned(a).len(), 1);
+    lab.mute.push(b);
+    lab.advance(Duration::from_secs(89));
+    assert_eq!(lab.state(a, b), SessionState::Established);
+    lab.advance(Duration::from_secs(2));
+    assert_ne!(lab.state(a, b), SessionState::Established);
+    assert_eq!(
+        lab.status(a, b).last_error,
+        Some(PeerError::HoldTimerExpired)
+    );
+    assert_eq!(lab.learned(a), vec![]);
+    assert_eq!(
+        lab.routes[a].last(),
+        Some(&RouteChange::Withdrawn(net("10.2.0.0/26")))
+    );
+}
+
+#[test]
+fn keepalives_keep_a_quiet_session_up() {
+    let (mut lab, a, b) = ebgp_pair();
+    lab.advance(Duration::from_secs(600));
+    assert_eq!(lab.state(a, b), SessionState::Established);
+    assert_eq!(lab.status(a, b).flaps, 0);
+}
+
+#[test]
+fn wrong_peer_as_is_refused_and_retried_with_growing_backoff() {
+    let mut lab = Lab::new();
+    let a = lab.node(1, 65001, |_| {});
+    let b = lab.node(2, 65002, |_| {});
+    lab.peer(a, b, |p| p.asn = 65009);
+    lab.peer(b, a, |_| {});
+    lab.advance(Duration::from_millis(10));
+    let st = lab.status(a, b);
+    assert_eq!(
+        st.last_error,
+        Some(PeerError::BadPeerAs {
+            expected: 65009,
+            got: 65002
+        })
+    );
+    assert_eq!(st.state, SessionState::Idle);
+    // b saw our NOTIFICATION: OPEN error, bad peer AS.
+    assert_eq!(
+        lab.status(b, a).last_error,
+        Some(PeerError::NotificationReceived(Notification::new(2, 2)))
+    );
+    // Idle hold: 5 s, then 10 s, then 20 s between attempts (a tries; b only answers).
+    let mut attempts = Vec::new();
+    let start = lab.now;
+    for _ in 0..400 {
+        let before = lab.status(a, b).since;
+        lab.advance(Duration::from_millis(100));
+        let st = lab.status(a, b);
+        if st.since != before && st.state == SessionState::Idle {
+            attempts.push((lab.now - start).as_secs());
+        }
+    }
+    assert!(attempts.len() >= 3, "{attempts:?}");
+    let gaps: Vec<u64> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.windows(2).all(|g| g[1] >= g[0]),
+        "backoff grows: {gaps:?}"
+    );
+    assert!(gaps.iter().any(|&g| g >= 10), "{gaps:?}");
+}
+
+#[test]
+fn max_prefix_limit_cuts_the_session_and_keeps_it_down() {
+    let mut lab = Lab::new();
+    let a = lab.node(1, 65001, |_| {});
+    let b = lab.node(2, 65002, |_| {});
+    lab.peer(a, b, |_| {});
+    lab.peer(b, a, |p| p.max_prefixes = Some(2));
+    lab.advance(Duration::from_secs(1));
+    for i in 0..3 {
+        lab.nodes[a]
+            .1
+            .originate(net(&format!("10.1.{i}.0/24")), vec![]);
+    }
+    lab.settle();
+    let st = lab.status(b, a);
+    assert_eq!(st.state, SessionState::Idle);
+    assert_eq!(st.disabled, Some(PeerError::MaxPrefixExceeded { limit: 2 }));
+    assert_eq!(lab.learned(b), vec![]);
+    let PeerError::NotificationReceived(n) = lab.status(a, b).last_error.unwrap() else {
+        panic!("a was not told")
+    };
+    assert_eq!((n.code, n.subcode), (6, 1));
+    assert_eq!(n.data, vec![0, 1, 1, 0, 0, 0, 2]);
+    // Stays down however long a waits...
+    lab.advance(Duration::from_secs(300));
+    assert_eq!(lab.state(b, a), SessionState::Idle);
+    // ...until the operator resets it (with the limit raised).
+    lab.nodes[a].1.withdraw(net("10.1.2.0/24"));
+    lab.nodes[b].1.reset_peer(lab.now, ip(1));
+    lab.advance(Duration::from_secs(30));
+    assert_eq!(lab.state(b, a), SessionState::Established);
+    assert_eq!(lab.learned(b).len(), 2);
+}
+
+#[test]
+fn graceful_restart_keeps_stale_routes_until_end_of_rib() {
+    let (mut lab, a, b) = ebgp_pair();
+    lab.nodes[a].1.originate(net("10.1.0.0/26"), vec![]);
+    lab.nodes[a].1.originate(net("10.1.1.0/26"), vec![]);
+    lab.settle();
+    assert_eq!(lab.learned(b).len(), 2);
+    let changes_before = lab.routes[b].len();
+
+    // a dies without a NOTIFICATION: b keeps both routes, marked stale, and tells the agent
+    // nothing (traffic keeps flowing).
+    lab.crash(a);
+    lab.settle();
+    assert_eq!(lab.learned(b).len(), 2);
+    assert_eq!(lab.status(b, a).prefixes_stale, 2);
+    assert_eq!(lab.routes[b].len(), changes_before);
+
+    // a comes back (fresh state) and announces only one of the two blocks, then End-of-RIB.
+    let IpAddr::V4(id) = ip(1) else {
+        unreachable!()
+    };
+    let mut cfg = SpeakerConfig::new(65001, id);
+    cfg.graceful_restart = Some(crate::GracefulRestartConfig {
+        restart_time: 120,
+        restarting: true,
+    });
+    lab.nodes[a].1 = Speaker::new(cfg);
+    lab.nodes[a].1.originate(net("10.1.0.0/26"), vec![]);
+    lab.peer(a, b, |_| {});
+    lab.advance(Duration::from_secs(10));
+    assert_eq!(lab.state(b, a), SessionState::Established);
+    assert_eq!(lab.learned(b), vec![(net("10.1.0.0/26"), ip(1))]);
+    assert_eq!(lab.status(b, a).prefixes_stale, 0);
+    assert_eq!(
+        lab.routes[b].last(),
+        Some(&RouteChange::Withdrawn(net("10.1.1.0/26")))
+    );
+}
+
+#[test]
+fn graceful_restart_gives_up_after_the_restart_time() {
+    let (mut lab, a, b) = ebgp_pair();
+    lab.nodes[a].1.originate(net("10.1.0.0/26"), vec![]);
+    lab.settle();
+    lab.nodes[a].1.remove_peer(lab.now, ip(2)); // keep a from reconnecting
+    // remove_peer sent a Cease: no graceful restart for that one. Start again, then crash.
+    lab.settle();
+    assert_eq!(lab.learned(b), vec![]);
+    lab.peer(a, b, |_| {});
+    lab.advance(Duration::from_secs(40));
+    assert_eq!(lab.learned(b).len(), 1);
+    lab.crash(a);
+    lab.nodes[a].1.remove_peer(lab.now, ip(2));
+    lab.advance(Duration::from_secs(119));
+    assert_eq!(lab.learned(b).len(), 1, "kept for the restart time");
+    lab.advance(Duration::from_secs(2));
+    assert_eq!(lab.learned(b), vec![]);
+}
+
+#[test]
+fn best_path_prefers_shorter_as_path_across_peers() {
+    // b hears 10.9.0.0/24 from a directly (path 65001) and via c (path 65003 65001).
+    let mut lab = Lab::new();
+    let a = lab.node(1, 65001, |_| {});
+    let b = lab.node(2, 65002, |_| {});
+    let c = lab.node(3, 65003, |_| {});
+    for (x, y) in [(a, b), (b, a), (a, c), (c, a), (b, c), (c, b)] {
+        lab.peer(x, y, |_| {});
+    }
+    lab.advance(Duration::from_secs(1));
+    lab.nodes[a].1.originate(net("10.9.0.0/24"), vec![]);
+    lab.settle();
+    assert_eq!(lab.route(b, "10.9.0.0/24").unwrap().peer, ip(1));
+    // When the direct session goes, the longer path takes over.
+    lab.nodes[b].1.remove_peer(lab.now, ip(1));
+    lab.settle();
+    let r = lab.route(b, "10.9.0.0/24").unwrap();
+    assert_eq!(r.peer, ip(3));
+    assert_eq!(
+        r.attrs.as_path,
+        Some(wire::AsPath::sequence(vec![65003, 65001]))
+    );
+    // a never accepts its own route back (AS loop).
+    assert_eq!(lab.route(a, "10.9.0.0/24"), None);
+}
+
+#[test]
+fn no_export_community_stays_inside_the_as() {
+    let (mut lab, a, b) = ebgp_pair();
+    lab.nodes[a]
+        .1
+        .originate(net("10.1.0.0/26"), vec![NO_EXPORT]);
+    lab.nodes[a]
+        .1
+        .originate(net("10.1.1.0/26"), vec![(65001 << 16) | 7]);
+    lab.settle();
+    assert_eq!(lab.route(b, "10.1.0.0/26"), None);
+    assert_eq!(
+        lab.route(b, "10.1.1.0/26").unwrap().attrs.communities,
+        vec![(65001 << 16) | 7]
+    );
+}

@@ -1,0 +1,334 @@
+//! tabby's speaker against real BGP daemons from Debian's packages (GoBGP, BIRD 2), each in its
+//! own pair of network namespaces: sessions reach Established, routes flow both ways, and
+//! withdrawals propagate. Needs root (CI runs as root; elsewhere the tests say they skipped).
+
+#[path = "interop/netns.rs"]
+mod netns;
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use netns::{Topo, can_run, eventually};
+use serde_json::Value;
+use tabby_bgp::driver::{self, DriverConfig, Handle};
+use tabby_bgp::{PeerConfig, SessionState, Speaker, SpeakerConfig, wire};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Starts tabby's speaker listening on `addr`, peered with `peer`.
+async fn start_tabby(
+    asn: u32,
+    addr: &str,
+    peer: PeerConfig,
+) -> (Handle, tokio::task::JoinHandle<()>) {
+    let IpAddr::V4(id) = ip(addr) else {
+        panic!("router id must be IPv4")
+    };
+    let mut cfg = SpeakerConfig::new(asn, id);
+    cfg.connect_retry = Duration::from_secs(2);
+    cfg.idle_hold = Duration::from_secs(1);
+    let listen = vec![SocketAddr::new(ip(addr), 179)];
+    let (handle, _routes, task) = driver::start(Speaker::new(cfg), DriverConfig { listen })
+        .await
+        .expect("speaker starts");
+    handle.add_peer(peer).expect("add peer");
+    (handle, task)
+}
+
+async fn established(handle: &Handle, peer: &str) {
+    let peer = ip(peer);
+    eventually("session Established", WAIT, async || {
+        let status = handle.status().await.ok()?;
+        let st = status.iter().find(|s| s.addr == peer)?;
+        (st.state == SessionState::Established).then_some(())
+    })
+    .await;
+}
+
+/// The next hop tabby has for a learned prefix, once it has one.
+async fn learned(handle: &Handle, prefix: &str) -> IpAddr {
+    let p = net(prefix);
+    eventually(&format!("tabby to learn {prefix}"), WAIT, async || {
+        let routes = handle.learned_routes().await.ok()?;
+        routes.iter().find(|r| r.prefix == p).map(|r| r.next_hop)
+    })
+    .await
+}
+
+async fn unlearned(handle: &Handle, prefix: &str) {
+    let p = net(prefix);
+    eventually(&format!("tabby to drop {prefix}"), WAIT, async || {
+        let routes = handle.learned_routes().await.ok()?;
+        (!routes.iter().any(|r| r.prefix == p)).then_some(())
+    })
+    .await;
+}
+
+// ===== GoBGP =====
+
+fn gobgp(topo: &Topo, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["gobgp", "-u", "127.0.0.1", "-p", "50051"];
+    all.extend_from_slice(args);
+    topo.in_peer(&all)
+}
+
+/// GoBGP's RIB for a family, as JSON: prefix -> list of paths.
+fn gobgp_rib(topo: &Topo, family: &str) -> Value {
+    let out = gobgp(topo, &["global", "rib", "-a", family, "-j"]);
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// The next hop and AS path GoBGP has for a prefix.
+fn gobgp_route(topo: &Topo, family: &str, prefix: &str) -> Option<(String, Vec<u64>)> {
+    let rib = gobgp_rib(topo, family);
+    let path = rib.get(prefix)?.as_array()?.first()?.clone();
+    let attrs = path.get("attrs")?.as_array()?.clone();
+    let mut next_hop = None;
+    let mut as_path = Vec::new();
+    for a in attrs {
+        match a.get("type").and_then(Value::as_u64) {
+            Some(2) => {
+                for seg in a
+                    .get("as_paths")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    as_path.extend(
+                        seg.get("asns")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_u64),
+                    );
+                }
+            }
+            Some(3) => next_hop = a.get("nexthop").and_then(Value::as_str).map(str::to_owned),
+            Some(14) => next_hop = a.get("nexthop").and_then(Value::as_str).map(str::to_owned),
+            _ => {}
+        }
+    }
+    Some((next_hop?, as_path))
+}
+
+#[test]
+fn gobgp_ebgp_routes_flow_both_ways_and_withdrawals_propagate() {
+    if !can_run("gobgp_ebgp", &["gobgpd", "gobgp", "ip"]) {
+        return;
+    }
+    let mut topo = Topo::new("gobgp", "10.99.1", "99:1");
+    let conf = topo.path("gobgpd.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"[global.config]
+  as = 65002
+  router-id = "{peer}"
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "{tabby}"
+    peer-as = 64512
+  [neighbors.timers.config]
+    connect-retry = 2
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv4-unicast"
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv6-unicast"
+"#,
+            peer = topo.peer_v4,
+            tabby = topo.tabby_v4
+        ),
+    )
+    .unwrap();
+    let conf = conf.to_string_lossy().into_owned();
+    topo.spawn_in_peer(
+        &[
+            "gobgpd",
+            "-f",
+            &conf,
+            "--api-hosts",
+            "127.0.0.1:50051",
+            "--pprof-disable",
+        ],
+        "gobgpd.log",
+    );
+
+    let topo = std::sync::Arc::new(topo);
+    let t = topo.clone();
+    topo.run_in_tabby(move || async move {
+        eventually("gobgpd's API", WAIT, async || {
+            gobgp(&t, &["neighbor"]).status.success().then_some(())
+        })
+        .await;
+        let add = gobgp(&t, &["global", "rib", "add", "10.201.2.0/24", "-a", "ipv4"]);
+        assert!(
+            add.status.success(),
+            "{}",
+            String::from_utf8_lossy(&add.stderr)
+        );
+        let add6 = gobgp(
+            &t,
+            &["global", "rib", "add", "2001:db8:202::/48", "-a", "ipv6"],
+        );
+        assert!(
+            add6.status.success(),
+            "{}",
+            String::from_utf8_lossy(&add6.stderr)
+        );
+
+        let mut peer = PeerConfig::new(ip(&t.peer_v4), 65002);
+        peer.next_hop_v6 = Some(t.tabby_v6.parse::<Ipv6Addr>().unwrap());
+        let (handle, task) = start_tabby(64512, &t.tabby_v4, peer).await;
+        handle.originate(net("10.201.1.0/24"), vec![]).unwrap();
+        handle.originate(net("2001:db8:201::/48"), vec![]).unwrap();
+        established(&handle, &t.peer_v4).await;
+
+        // GoBGP -> tabby, IPv4 and IPv6.
+        assert_eq!(learned(&handle, "10.201.2.0/24").await, ip(&t.peer_v4));
+        let nh6 = learned(&handle, "2001:db8:202::/48").await;
+        assert!(nh6.is_ipv6(), "IPv6 route with next hop {nh6}");
+
+        // tabby -> GoBGP, with our AS prepended and ourselves as next hop.
+        let (nh, path) = eventually("GoBGP to learn 10.201.1.0/24", WAIT, async || {
+            gobgp_route(&t, "ipv4", "10.201.1.0/24")
+        })
+        .await;
+        assert_eq!((nh.as_str(), path), (t.tabby_v4.as_str(), vec![64512]));
+        let (nh6, path6) = eventually("GoBGP to learn 2001:db8:201::/48", WAIT, async || {
+            gobgp_route(&t, "ipv6", "2001:db8:201::/48")
+        })
+        .await;
+        assert_eq!((nh6.as_str(), path6), (t.tabby_v6.as_str(), vec![64512]));
+
+        // Withdrawals, both ways.
+        let del = gobgp(&t, &["global", "rib", "del", "10.201.2.0/24", "-a", "ipv4"]);
+        assert!(del.status.success());
+        unlearned(&handle, "10.201.2.0/24").await;
+        handle.withdraw(net("10.201.1.0/24")).unwrap();
+        eventually("GoBGP to drop 10.201.1.0/24", WAIT, async || {
+            gobgp_route(&t, "ipv4", "10.201.1.0/24")
+                .is_none()
+                .then_some(())
+        })
+        .await;
+        // The IPv6 route is untouched by the IPv4 withdrawals.
+        assert!(gobgp_route(&t, "ipv6", "2001:db8:201::/48").is_some());
+
+        handle.shutdown().unwrap();
+        task.await.unwrap();
+    });
+}
+
+// ===== BIRD 2 =====
+
+fn birdc(topo: &Topo, cmd: &str) -> String {
+    let sock = topo.path("bird.ctl");
+    let sock = sock.to_string_lossy();
+    let out = topo.in_peer(&["birdc", "-s", &sock, cmd]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn bird_ibgp_routes_flow_both_ways_and_withdrawals_propagate() {
+    if !can_run("bird_ibgp", &["bird", "birdc", "ip"]) {
+        return;
+    }
+    let mut topo = Topo::new("bird", "10.99.2", "99:2");
+    // Calico's node-to-node mesh knobs (bgp-peers.md), iBGP on AS 64512.
+    let conf = topo.path("bird.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"router id {peer};
+protocol device {{ }}
+protocol direct {{ ipv4; interface "eth0"; }}
+protocol static st {{ ipv4; route 10.202.3.0/24 blackhole; }}
+protocol bgp tabby {{
+  local {peer} as 64512;
+  neighbor {tabby} as 64512;
+  graceful restart;
+  connect delay time 2;
+  connect retry time 5;
+  error wait time 5,30;
+  ipv4 {{ import all; export all; gateway recursive; next hop self; }};
+}}
+"#,
+            peer = topo.peer_v4,
+            tabby = topo.tabby_v4
+        ),
+    )
+    .unwrap();
+    let conf = conf.to_string_lossy().into_owned();
+    let sock = topo.path("bird.ctl").to_string_lossy().into_owned();
+    let pid = topo.path("bird.pid").to_string_lossy().into_owned();
+    topo.spawn_in_peer(
+        &["bird", "-f", "-c", &conf, "-s", &sock, "-P", &pid],
+        "bird.log",
+    );
+
+    let topo = std::sync::Arc::new(topo);
+    let t = topo.clone();
+    topo.run_in_tabby(move || async move {
+        let (handle, task) =
+            start_tabby(64512, &t.tabby_v4, PeerConfig::new(ip(&t.peer_v4), 64512)).await;
+        handle.originate(net("10.202.1.0/26"), vec![]).unwrap();
+        established(&handle, &t.peer_v4).await;
+        eventually("BIRD to report Established", WAIT, async || {
+            birdc(&t, "show protocols tabby")
+                .contains("Established")
+                .then_some(())
+        })
+        .await;
+
+        // BIRD -> tabby.
+        assert_eq!(learned(&handle, "10.202.3.0/24").await, ip(&t.peer_v4));
+        let routes = handle.learned_routes().await.unwrap();
+        let r = routes
+            .iter()
+            .find(|r| r.prefix == net("10.202.3.0/24"))
+            .unwrap();
+        assert_eq!(r.attrs.local_pref, Some(100));
+        assert_eq!(r.attrs.as_path, Some(wire::AsPath::default()));
+
+        // tabby -> BIRD: an iBGP route, next hop us, reachable through eth0.
+        let shown = eventually("BIRD to learn 10.202.1.0/26", WAIT, async || {
+            let out = birdc(&t, "show route protocol tabby all");
+            out.contains("10.202.1.0/26").then_some(out)
+        })
+        .await;
+        assert!(
+            shown.contains(&format!("via {} on eth0", t.tabby_v4)),
+            "{shown}"
+        );
+        assert!(shown.contains("BGP.local_pref: 100"), "{shown}");
+
+        // Withdrawals, both ways.
+        assert!(birdc(&t, "disable st").contains("disabled"));
+        unlearned(&handle, "10.202.3.0/24").await;
+        handle.withdraw(net("10.202.1.0/26")).unwrap();
+        eventually("BIRD to drop 10.202.1.0/26", WAIT, async || {
+            (!birdc(&t, "show route protocol tabby").contains("10.202.1.0/26")).then_some(())
+        })
+        .await;
+
+        handle.shutdown().unwrap();
+        task.await.unwrap();
+        // Our Cease reached BIRD.
+        eventually("BIRD to see the Cease", WAIT, async || {
+            let out = birdc(&t, "show protocols all tabby");
+            (!out.contains("Established")).then_some(())
+        })
+        .await;
+    });
+}
