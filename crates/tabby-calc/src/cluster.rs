@@ -309,11 +309,11 @@ impl Builder {
             ..Cluster::default()
         };
         for pod in &self.pods {
-            let ep = pod_endpoint(pod);
+            let ep = pod_endpoint(pod.clone());
             cluster.endpoints.insert(ep.id.clone(), ep);
         }
         for wep in &self.weps {
-            let ep = wep_endpoint(wep);
+            let ep = wep_endpoint(wep.clone());
             cluster.endpoints.insert(ep.id.clone(), ep);
         }
         let profiles = cluster.profiles.clone();
@@ -569,7 +569,7 @@ fn protocol_of(p: Option<&str>) -> Protocol {
         .unwrap_or(Protocol::Tcp)
 }
 
-pub(crate) fn pod_endpoint(pod: &Object<PodSpec>) -> Endpoint {
+pub(crate) fn pod_endpoint(mut pod: Object<PodSpec>) -> Endpoint {
     let namespace = pod
         .metadata
         .namespace
@@ -580,7 +580,7 @@ pub(crate) fn pod_endpoint(pod: &Object<PodSpec>) -> Endpoint {
         .service_account_name
         .clone()
         .unwrap_or_else(|| "default".to_owned());
-    let mut labels = pod.metadata.labels.clone();
+    let mut labels = std::mem::take(&mut pod.metadata.labels);
     labels.insert(LABEL_NAMESPACE.to_owned(), namespace.clone());
     labels.insert(LABEL_ORCHESTRATOR.to_owned(), "k8s".to_owned());
     labels.insert(LABEL_SERVICE_ACCOUNT.to_owned(), sa.clone());
@@ -631,10 +631,10 @@ fn pod_ips(status: Option<&serde_json::Value>) -> Vec<IpAddr> {
     ips
 }
 
-pub(crate) fn wep_endpoint(wep: &Object<WorkloadEndpointSpec>) -> Endpoint {
-    let namespace = wep.metadata.namespace.clone().unwrap_or_default();
+pub(crate) fn wep_endpoint(mut wep: Object<WorkloadEndpointSpec>) -> Endpoint {
+    let namespace = wep.metadata.namespace.take().unwrap_or_default();
+    let mut labels = std::mem::take(&mut wep.metadata.labels);
     let spec = &wep.spec;
-    let mut labels = wep.metadata.labels.clone();
     if !namespace.is_empty() {
         labels.insert(LABEL_NAMESPACE.to_owned(), namespace.clone());
     }

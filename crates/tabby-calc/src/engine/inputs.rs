@@ -64,7 +64,7 @@ impl Engine {
                     self.note(&key, "host network: not a workload endpoint".to_owned());
                     return;
                 }
-                let ep = pod_endpoint(&o);
+                let ep = pod_endpoint(o);
                 let sa = ep.service_account.clone().unwrap_or_default();
                 self.pod_refs(&ep.id.namespace, &sa, true);
                 self.relabel.insert(ItemKey::Endpoint(ep.id.clone()));
@@ -73,8 +73,11 @@ impl Engine {
             }
             Resource::WorkloadEndpoint(o) => {
                 self.remove_wep(&key);
-                let ep = wep_endpoint(&o);
-                let names = self.weps_by_endpoint.entry(ep.id.clone()).or_default();
+                let ep = wep_endpoint(o);
+                let names = match self.weps_by_endpoint.get_mut(&ep.id) {
+                    Some(names) => names,
+                    None => self.weps_by_endpoint.entry(ep.id.clone()).or_default(),
+                };
                 if let Err(at) = names.binary_search(&key.name) {
                     names.insert(at, key.name.clone());
                 }
@@ -447,10 +450,18 @@ impl Engine {
         let key = ItemKey::Endpoint(id.clone());
         let new = self.resolve_endpoint(&id).cloned();
         let old = self.endpoints.remove(&id);
+        // What hangs off the old version and not the new one is let go; what is shared
+        // stays (most updates change labels only).
+        let same = |f: fn(&EndpointData) -> &[String]| matches!((&old, &new), (Some(o), Some(n)) if f(&o.endpoint) == f(n));
+        let same_profiles = same(|e| &e.profiles);
+        let same_node = matches!((&old, &new), (Some(o), Some(n)) if o.endpoint.node == n.node);
         if let Some(old) = &old {
             self.claim_routes(&id, &old.endpoint, false);
-            self.set_profile_users(&key, &old.endpoint.profiles, false);
-            if let Some(node) = &old.endpoint.node
+            if !same_profiles {
+                self.set_profile_users(&key, &old.endpoint.profiles, false);
+            }
+            if !same_node
+                && let Some(node) = &old.endpoint.node
                 && let Some(set) = self.endpoints_by_node.get_mut(node)
             {
                 set.remove(&id);
@@ -478,7 +489,6 @@ impl Engine {
             Some(o) => o.item,
             None => self.items.get_or_alloc(&key),
         };
-
         let labels = self.effective_labels(&ep.labels, &ep.profiles);
         let addrs = ItemAddrs {
             nets: ep.ips.iter().map(|ip| host_net(*ip)).collect(),
@@ -501,8 +511,10 @@ impl Engine {
         }
         self.ipsets.upsert_item(item, labels, addrs);
         self.claim_routes(&id, &ep, true);
-        self.set_profile_users(&key, &ep.profiles, true);
-        if let Some(node) = &ep.node {
+        if !same_profiles {
+            self.set_profile_users(&key, &ep.profiles, true);
+        }
+        if !same_node && let Some(node) = &ep.node {
             self.endpoints_by_node
                 .entry(node.clone())
                 .or_default()

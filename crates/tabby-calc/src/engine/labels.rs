@@ -66,26 +66,12 @@ impl LabelSet {
     /// `self` over `inherited`, in order of precedence: the first that has a key decides its
     /// value. All are sorted, so this is a merge with no hashing.
     pub(crate) fn layered(&self, inherited: &[Arc<Self>]) -> Self {
-        if inherited.is_empty() {
+        let Some((first, rest)) = inherited.split_first() else {
             return self.clone();
-        }
-        let mut out: Vec<(Arc<str>, Arc<str>)> = self.0.to_vec();
-        for layer in inherited {
-            let mut merged = Vec::with_capacity(out.len() + layer.0.len());
-            let (mut a, mut b) = (out.into_iter().peekable(), layer.0.iter().peekable());
-            loop {
-                match (a.peek(), b.peek()) {
-                    (Some(x), Some(y)) if x.0 == y.0 => {
-                        merged.extend(a.next());
-                        b.next();
-                    }
-                    (Some(x), Some(y)) if x.0 < y.0 => merged.extend(a.next()),
-                    (Some(_), None) => merged.extend(a.next()),
-                    (_, Some(_)) => merged.extend(b.next().cloned()),
-                    (None, None) => break,
-                }
-            }
-            out = merged;
+        };
+        let mut out = merge(&self.0, &first.0);
+        for layer in rest {
+            out = merge(&out, &layer.0);
         }
         Self(out.into_boxed_slice())
     }
@@ -106,4 +92,32 @@ impl SelectorLabels for LabelSet {
     fn get_label(&self, key: &str) -> Option<&str> {
         self.get(key).map(|v| &**v)
     }
+}
+
+type Pair = (Arc<str>, Arc<str>);
+
+/// Merges two key-sorted lists; `over` wins where both have a key.
+fn merge(over: &[Pair], under: &[Pair]) -> Vec<Pair> {
+    let mut out = Vec::with_capacity(over.len() + under.len());
+    let (mut i, mut j) = (0, 0);
+    while i < over.len() && j < under.len() {
+        match over[i].0.cmp(&under[j].0) {
+            std::cmp::Ordering::Less => {
+                out.push(over[i].clone());
+                i += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(over[i].clone());
+                i += 1;
+                j += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(under[j].clone());
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&over[i..]);
+    out.extend_from_slice(&under[j..]);
+    out
 }
