@@ -12,6 +12,8 @@ declare -A needs=(
   [birdc]=bird2
   [gobgpd]=gobgpd     # tabby-bgp interop tests: GoBGP (ships gobgpd and the gobgp CLI)
   [gobgp]=gobgpd
+  [nft]=nftables      # tabby-dataplane writes its table with nft -f; its root tests run it
+  [ip]=iproute2       # tabby-dataplane root tests (namespaces under /run/netns)
 )
 
 missing=()

@@ -1,0 +1,135 @@
+//! Links, addresses, routes and neighbours: the [`Netlink`] trait, the real [`RtNetlink`] (on
+//! the `rtnetlink` crate) and the in-memory [`FakeNetlink`].
+//!
+//! Routes tabby writes carry [`TABBY_ROUTE_PROTOCOL`], so a restarted agent can tell its own
+//! routes from everyone else's without remembering anything.
+
+mod fake;
+mod rt;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::Path;
+
+use ipnet::IpNet;
+
+pub use fake::{FakeLink, FakeNetlink};
+pub use rt::RtNetlink;
+
+/// The route protocol number on every route tabby writes (`proto 116` in `ip route`; free in
+/// iproute2's `rt_protos`, unlike Calico's 80 or BIRD's 12, so they never mix).
+pub const TABBY_ROUTE_PROTOCOL: u8 = 116;
+
+/// The MAC of every workload veth's host side (Calico's convention: the workload's default
+/// gateway always resolves to it, whatever the host).
+pub const WORKLOAD_HOST_MAC: [u8; 6] = [0xee; 6];
+
+/// A netlink request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    /// No interface has that name.
+    #[error("no interface {0}")]
+    NoSuchLink(String),
+    /// The kernel refused the request.
+    #[error("{op} {target}: {error}")]
+    Kernel {
+        /// What was asked (add veth, add route, ...).
+        op: &'static str,
+        /// The interface, address or route concerned.
+        target: String,
+        /// What the kernel said.
+        #[source]
+        error: rtnetlink::Error,
+    },
+    /// The netlink socket could not be opened.
+    #[error("netlink socket: {0}")]
+    Socket(#[source] std::io::Error),
+    /// Entering a namespace failed.
+    #[error(transparent)]
+    Netns(#[from] crate::netns::NetnsError),
+    /// A bad request (for example a route with a gateway of the other family).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A route in the main table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Route {
+    /// Destination.
+    pub dst: IpNet,
+    /// Out through this interface.
+    pub dev: Option<String>,
+    /// Through this next hop.
+    pub gateway: Option<IpAddr>,
+    /// Scope link (the destination is directly on `dev`), as a workload's /32 route.
+    pub scope_link: bool,
+    /// The gateway is on `dev` even though no address of `dev` covers it (a workload's
+    /// default route via 169.254.1.1).
+    pub onlink: bool,
+}
+
+/// Kernel writes and reads of links, addresses, routes and neighbours. Names are interface
+/// names in the namespace the implementation talks to.
+pub trait Netlink {
+    /// The index of an interface, `None` when it does not exist.
+    fn link_index(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<u32>, NetlinkError>> + Send;
+
+    /// Creates a veth pair; with `peer_netns`, the peer end is moved into that namespace.
+    fn add_veth(
+        &self,
+        name: &str,
+        peer: &str,
+        peer_netns: Option<&Path>,
+    ) -> impl Future<Output = Result<(), NetlinkError>> + Send;
+
+    /// Deletes an interface (a veth takes its peer with it).
+    fn delete_link(&self, name: &str) -> impl Future<Output = Result<(), NetlinkError>> + Send;
+
+    /// Sets an interface up.
+    fn set_up(&self, name: &str) -> impl Future<Output = Result<(), NetlinkError>> + Send;
+
+    /// Sets an interface's MAC address.
+    fn set_mac(
+        &self,
+        name: &str,
+        mac: [u8; 6],
+    ) -> impl Future<Output = Result<(), NetlinkError>> + Send;
+
+    /// Renames an interface (it must be down).
+    fn rename(
+        &self,
+        name: &str,
+        new_name: &str,
+    ) -> impl Future<Output = Result<(), NetlinkError>> + Send;
+
+    /// Adds an address to an interface (replacing it if present).
+    fn add_address(
+        &self,
+        name: &str,
+        addr: IpNet,
+    ) -> impl Future<Output = Result<(), NetlinkError>> + Send;
+
+    /// Adds or replaces a route, marked as tabby's.
+    fn replace_route(&self, route: &Route)
+    -> impl Future<Output = Result<(), NetlinkError>> + Send;
+
+    /// Deletes tabby's route to `dst`; deleting a route that is not there is not an error.
+    fn delete_route(&self, dst: IpNet) -> impl Future<Output = Result<(), NetlinkError>> + Send;
+
+    /// Tabby's routes in the main table (those with [`TABBY_ROUTE_PROTOCOL`]).
+    fn tabby_routes(&self) -> impl Future<Output = Result<Vec<Route>, NetlinkError>> + Send;
+
+    /// Adds or replaces a permanent neighbour entry.
+    fn replace_neighbour(
+        &self,
+        dev: &str,
+        ip: IpAddr,
+        mac: [u8; 6],
+    ) -> impl Future<Output = Result<(), NetlinkError>> + Send;
+}
