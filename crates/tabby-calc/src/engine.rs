@@ -100,6 +100,7 @@ enum ItemKey {
 #[derive(Debug, Default)]
 struct ItemIds {
     ids: FastMap<ItemKey, ItemId>,
+    keys: Vec<Option<ItemKey>>,
     free: Vec<ItemId>,
     next: ItemId,
 }
@@ -114,13 +115,23 @@ impl ItemIds {
             self.next - 1
         });
         self.ids.insert(key.clone(), id);
+        let slot = id as usize;
+        if self.keys.len() <= slot {
+            self.keys.resize(slot + 1, None);
+        }
+        self.keys[slot] = Some(key.clone());
         id
     }
 
     fn release(&mut self, key: &ItemKey) {
         if let Some(id) = self.ids.remove(key) {
+            self.keys[id as usize] = None;
             self.free.push(id);
         }
+    }
+
+    fn key_of(&self, id: ItemId) -> Option<&ItemKey> {
+        self.keys.get(id as usize).and_then(Option::as_ref)
     }
 }
 
@@ -207,9 +218,9 @@ pub struct Engine {
 
     items: ItemIds,
     endpoints: FastMap<EndpointId, EndpointRecord>,
-    profile_users: FastMap<String, FastSet<ItemKey>>,
+    profile_users: FastMap<String, FastSet<ItemId>>,
     profile_labels: FastMap<String, Option<Arc<LabelSet>>>,
-    endpoints_by_node: FastMap<String, FastSet<EndpointId>>,
+    endpoints_by_node: FastMap<String, FastSet<ItemId>>,
     ipsets: IpSets,
     local_policies: LabelIndex<PolicyId>,
     local_by_item: FastMap<ItemId, EndpointId>,

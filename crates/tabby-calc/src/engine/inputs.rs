@@ -11,7 +11,7 @@ use tabby_model::values::parse_net;
 use tabby_model::{Kind, Object, Resource};
 
 use super::ipsets::{ItemAddrs, host_net};
-use super::label_index::MatchChange;
+use super::label_index::{ItemId, MatchChange};
 use super::labels::LabelSet;
 use super::rules::policy_endpoint_selector;
 use super::{
@@ -59,31 +59,39 @@ impl Engine {
         self.notes.remove(&key);
         match r {
             Resource::Pod(o) => {
-                self.remove_pod(&key);
                 if o.spec.host_network == Some(true) {
+                    self.remove_pod(&key);
                     self.note(&key, "host network: not a workload endpoint".to_owned());
                     return;
                 }
-                let ep = pod_endpoint(o);
-                let sa = ep.service_account.clone().unwrap_or_default();
-                self.pod_refs(&ep.id.namespace, &sa, true);
-                self.relabel.insert(ItemKey::Endpoint(ep.id.clone()));
-                let ep = EndpointData::new(ep, &mut self.interner);
-                self.pods.insert(ep.id.clone(), Arc::new(ep));
+                let ep = EndpointData::new(pod_endpoint(o), &mut self.interner);
+                let id = ep.id.clone();
+                // The new references first, so a namespace or service account in use by both
+                // versions never flaps.
+                self.pod_refs(&id.namespace, &pod_service_account(&ep), true);
+                if let Some(old) = self.pods.insert(id.clone(), Arc::new(ep)) {
+                    self.pod_refs(&id.namespace, &pod_service_account(&old), false);
+                }
+                self.refresh_endpoint(id);
             }
             Resource::WorkloadEndpoint(o) => {
-                self.remove_wep(&key);
-                let ep = wep_endpoint(o);
-                let names = match self.weps_by_endpoint.get_mut(&ep.id) {
-                    Some(names) => names,
-                    None => self.weps_by_endpoint.entry(ep.id.clone()).or_default(),
-                };
-                if let Err(at) = names.binary_search(&key.name) {
-                    names.insert(at, key.name.clone());
+                let ep = EndpointData::new(wep_endpoint(o), &mut self.interner);
+                let id = ep.id.clone();
+                let name = key.name.clone();
+                if let Some(old) = self.weps.insert((key.namespace, key.name), Arc::new(ep))
+                    && old.id != id
+                {
+                    self.forget_wep_name(&old.id, &name);
+                    self.relabel.insert(ItemKey::Endpoint(old.id.clone()));
                 }
-                self.relabel.insert(ItemKey::Endpoint(ep.id.clone()));
-                let ep = EndpointData::new(ep, &mut self.interner);
-                self.weps.insert((key.namespace, key.name), Arc::new(ep));
+                let names = match self.weps_by_endpoint.get_mut(&id) {
+                    Some(names) => names,
+                    None => self.weps_by_endpoint.entry(id.clone()).or_default(),
+                };
+                if let Err(at) = names.binary_search(&name) {
+                    names.insert(at, name);
+                }
+                self.refresh_endpoint(id);
             }
             Resource::Namespace(o) => {
                 self.namespaces
@@ -195,15 +203,7 @@ impl Engine {
             name: key.name.clone(),
         };
         if let Some(old) = self.pods.remove(&id) {
-            // A pod's second profile is its service account's, `ksa.<ns>.<sa>`.
-            let ksa = format!("ksa.{}.", id.namespace);
-            let sa = old
-                .profiles
-                .iter()
-                .find_map(|p| p.strip_prefix(&ksa))
-                .unwrap_or_default()
-                .to_owned();
-            self.pod_refs(&id.namespace, &sa, false);
+            self.pod_refs(&id.namespace, &pod_service_account(&old), false);
             self.relabel.insert(ItemKey::Endpoint(id));
         }
     }
@@ -211,13 +211,17 @@ impl Engine {
     fn remove_wep(&mut self, key: &ResourceKey) {
         let k = (key.namespace.clone(), key.name.clone());
         if let Some(old) = self.weps.remove(&k) {
-            if let Some(names) = self.weps_by_endpoint.get_mut(&old.id) {
-                names.retain(|n| *n != key.name);
-                if names.is_empty() {
-                    self.weps_by_endpoint.remove(&old.id);
-                }
-            }
+            self.forget_wep_name(&old.id, &key.name);
             self.relabel.insert(ItemKey::Endpoint(old.id.clone()));
+        }
+    }
+
+    fn forget_wep_name(&mut self, id: &EndpointId, name: &str) {
+        if let Some(names) = self.weps_by_endpoint.get_mut(id) {
+            names.retain(|n| n != name);
+            if names.is_empty() {
+                self.weps_by_endpoint.remove(id);
+            }
         }
     }
 
@@ -296,7 +300,9 @@ impl Engine {
         self.profile_labels.remove(name);
         self.dirty_profiles.insert(name.to_owned());
         if let Some(users) = self.profile_users.get(name) {
-            self.relabel.extend(users.iter().cloned());
+            let items = &self.items;
+            self.relabel
+                .extend(users.iter().filter_map(|i| items.key_of(*i)).cloned());
         }
     }
 
@@ -307,8 +313,9 @@ impl Engine {
 
     fn node_changed(&mut self, node: &str) {
         if let Some(eps) = self.endpoints_by_node.get(node) {
+            let items = &self.items;
             self.relabel
-                .extend(eps.iter().cloned().map(ItemKey::Endpoint));
+                .extend(eps.iter().filter_map(|i| items.key_of(*i)).cloned());
         }
     }
 
@@ -394,15 +401,19 @@ impl Engine {
         own.layered(&inherited)
     }
 
-    fn set_profile_users(&mut self, key: &ItemKey, profiles: &[String], add: bool) {
+    fn set_profile_users(&mut self, item: ItemId, profiles: &[String], add: bool) {
         for p in profiles {
             if add {
-                self.profile_users
-                    .entry(p.clone())
-                    .or_default()
-                    .insert(key.clone());
+                match self.profile_users.get_mut(p) {
+                    Some(users) => users.insert(item),
+                    None => self
+                        .profile_users
+                        .entry(p.clone())
+                        .or_default()
+                        .insert(item),
+                };
             } else if let Some(users) = self.profile_users.get_mut(p) {
-                users.remove(key);
+                users.remove(&item);
                 if users.is_empty() {
                     self.profile_users.remove(p);
                 }
@@ -458,13 +469,13 @@ impl Engine {
         if let Some(old) = &old {
             self.claim_routes(&id, &old.endpoint, false);
             if !same_profiles {
-                self.set_profile_users(&key, &old.endpoint.profiles, false);
+                self.set_profile_users(old.item, &old.endpoint.profiles, false);
             }
             if !same_node
                 && let Some(node) = &old.endpoint.node
                 && let Some(set) = self.endpoints_by_node.get_mut(node)
             {
-                set.remove(&id);
+                set.remove(&old.item);
                 if set.is_empty() {
                     self.endpoints_by_node.remove(node);
                 }
@@ -512,13 +523,17 @@ impl Engine {
         self.ipsets.upsert_item(item, labels, addrs);
         self.claim_routes(&id, &ep, true);
         if !same_profiles {
-            self.set_profile_users(&key, &ep.profiles, true);
+            self.set_profile_users(item, &ep.profiles, true);
         }
         if !same_node && let Some(node) = &ep.node {
-            self.endpoints_by_node
-                .entry(node.clone())
-                .or_default()
-                .insert(id.clone());
+            match self.endpoints_by_node.get_mut(node) {
+                Some(set) => set.insert(item),
+                None => self
+                    .endpoints_by_node
+                    .entry(node.clone())
+                    .or_default()
+                    .insert(item),
+            };
         }
         self.endpoints.insert(
             id,
@@ -534,9 +549,9 @@ impl Engine {
         let key = ItemKey::NetworkSet(ns.clone(), name.clone());
         let profile = (!ns.is_empty()).then(|| vec![format!("kns.{ns}")]);
         let profiles = profile.unwrap_or_default();
-        self.set_profile_users(&key, &profiles, false);
         let Some(info) = self.network_sets.get(&(ns.clone(), name.clone())).cloned() else {
             if let Some(item) = self.items.ids.get(&key).copied() {
+                self.set_profile_users(item, &profiles, false);
                 self.ipsets.remove_item(item);
                 self.items.release(&key);
             }
@@ -550,8 +565,18 @@ impl Engine {
             ports: Vec::new(),
         };
         self.ipsets.upsert_item(item, labels, addrs);
-        self.set_profile_users(&key, &profiles, true);
+        self.set_profile_users(item, &profiles, true);
     }
+}
+
+/// A pod's service account, from its `ksa.<ns>.<sa>` profile.
+fn pod_service_account(ep: &EndpointData) -> String {
+    let prefix = format!("ksa.{}.", ep.id.namespace);
+    ep.profiles
+        .iter()
+        .find_map(|p| p.strip_prefix(&prefix))
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The policy a resource key names.
