@@ -274,16 +274,7 @@ impl Builder {
         }
         // Likewise every pod's service account exists in Kubernetes; dumps rarely list them.
         for pod in &self.pods {
-            let ns = pod
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".to_owned());
-            let sa = pod
-                .spec
-                .service_account_name
-                .clone()
-                .unwrap_or_else(|| "default".to_owned());
+            let (ns, sa) = pod_namespace_and_account(pod);
             self.service_accounts
                 .entry((ns, sa.clone()))
                 .or_insert_with(|| assumed_service_account_labels(&sa));
@@ -569,17 +560,17 @@ fn protocol_of(p: Option<&str>) -> Protocol {
         .unwrap_or(Protocol::Tcp)
 }
 
+/// A pod's namespace and service account, with Kubernetes' defaults.
+fn pod_namespace_and_account(pod: &Object<PodSpec>) -> (String, String) {
+    let or_default = |v: &Option<String>| v.clone().unwrap_or_else(|| "default".to_owned());
+    (
+        or_default(&pod.metadata.namespace),
+        or_default(&pod.spec.service_account_name),
+    )
+}
+
 pub(crate) fn pod_endpoint(mut pod: Object<PodSpec>) -> Endpoint {
-    let namespace = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".to_owned());
-    let sa = pod
-        .spec
-        .service_account_name
-        .clone()
-        .unwrap_or_else(|| "default".to_owned());
+    let (namespace, sa) = pod_namespace_and_account(&pod);
     let mut labels = std::mem::take(&mut pod.metadata.labels);
     labels.insert(LABEL_NAMESPACE.to_owned(), namespace.clone());
     labels.insert(LABEL_ORCHESTRATOR.to_owned(), "k8s".to_owned());

@@ -236,10 +236,7 @@ impl HostState {
 
     fn judge(&self, ep: &EndpointOut, dir: PolicyType, pkt: &Packet) -> bool {
         'tiers: for tier in &ep.tiers {
-            let list = match dir {
-                PolicyType::Ingress => &tier.ingress,
-                PolicyType::Egress => &tier.egress,
-            };
+            let list = tier.policies(dir);
             if list.is_empty() {
                 continue;
             }
@@ -247,11 +244,7 @@ impl HostState {
                 let Some(p) = self.policies.get(id) else {
                     return false;
                 };
-                let rules = match dir {
-                    PolicyType::Ingress => &p.ingress,
-                    PolicyType::Egress => &p.egress,
-                };
-                for r in rules.iter().filter(|r| self.rule_matches(r, pkt)) {
+                for r in p.rules(dir).iter().filter(|r| self.rule_matches(r, pkt)) {
                     match r.action {
                         Action::Allow => return true,
                         Action::Deny => return false,
@@ -268,11 +261,7 @@ impl HostState {
             let Some(p) = self.profiles.get(name) else {
                 return false;
             };
-            let rules = match dir {
-                PolicyType::Ingress => &p.ingress,
-                PolicyType::Egress => &p.egress,
-            };
-            for r in rules.iter().filter(|r| self.rule_matches(r, pkt)) {
+            for r in p.rules(dir).iter().filter(|r| self.rule_matches(r, pkt)) {
                 match r.action {
                     Action::Allow => return true,
                     Action::Deny => return false,

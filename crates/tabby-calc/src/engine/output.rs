@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use tabby_model::Kind;
-use tabby_model::policy::Action;
+use tabby_model::policy::{Action, PolicyType};
 
 use crate::cluster::EndpointId;
 
@@ -155,6 +155,16 @@ pub struct PolicyOut {
     pub egress: Vec<RuleOut>,
 }
 
+impl PolicyOut {
+    /// The rules of one direction.
+    pub fn rules(&self, dir: PolicyType) -> &[RuleOut] {
+        match dir {
+            PolicyType::Ingress => &self.ingress,
+            PolicyType::Egress => &self.egress,
+        }
+    }
+}
+
 /// A profile that a local endpoint uses.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ProfileOut {
@@ -164,6 +174,16 @@ pub struct ProfileOut {
     pub ingress: Vec<RuleOut>,
     /// Egress rules.
     pub egress: Vec<RuleOut>,
+}
+
+impl ProfileOut {
+    /// The rules of one direction.
+    pub fn rules(&self, dir: PolicyType) -> &[RuleOut] {
+        match dir {
+            PolicyType::Ingress => &self.ingress,
+            PolicyType::Egress => &self.egress,
+        }
+    }
 }
 
 /// One tier as it applies to one endpoint.
@@ -178,6 +198,16 @@ pub struct TierOut {
     pub ingress: Vec<PolicyId>,
     /// Policies governing egress, in evaluation order.
     pub egress: Vec<PolicyId>,
+}
+
+impl TierOut {
+    /// The policies of one direction, in order.
+    pub fn policies(&self, dir: PolicyType) -> &[PolicyId] {
+        match dir {
+            PolicyType::Ingress => &self.ingress,
+            PolicyType::Egress => &self.egress,
+        }
+    }
 }
 
 /// A workload endpoint on this host with everything its chains need.
