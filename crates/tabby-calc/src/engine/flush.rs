@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tabby_model::policy::PolicyType;
 
-use super::inputs::{governs, tier_for};
+use super::inputs::tier_for;
 use super::output::{
     Delta, EndpointOut, IpSetId, PolicyId, PolicyOut, ProfileOut, RouteOut, TierOut,
 };
@@ -96,10 +96,10 @@ impl Engine {
                 });
             }
             let t = tiers.last_mut().expect("pushed above");
-            if governs(&p.types, PolicyType::Ingress) {
+            if p.types.contains(&PolicyType::Ingress) {
                 t.ingress.push(pid.clone());
             }
-            if governs(&p.types, PolicyType::Egress) {
+            if p.types.contains(&PolicyType::Egress) {
                 t.egress.push(pid.clone());
             }
         }

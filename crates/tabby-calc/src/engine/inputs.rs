@@ -6,7 +6,6 @@ use crate::engine::fast_hash::FastMap;
 use std::sync::Arc;
 
 use tabby_model::node::NodeSpec;
-use tabby_model::policy::PolicyType;
 use tabby_model::values::parse_net;
 use tabby_model::{Kind, Object, Resource};
 
@@ -599,9 +598,4 @@ pub(super) fn tier_for(tiers: &FastMap<String, TierInfo>, name: &str) -> TierInf
         None if name == "default" => crate::cluster::default_tier(),
         None => crate::cluster::missing_tier(name),
     }
-}
-
-/// Whether a policy governs a direction.
-pub(super) fn governs(types: &[PolicyType], dir: PolicyType) -> bool {
-    types.contains(&dir)
 }
