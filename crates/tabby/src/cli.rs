@@ -103,6 +103,42 @@ Examples:
     /// Analyse policy: who can reach whom, and which tier, policy and rule decides.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The per-host agent: program this host's dataplane from the datastore.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum NodeCommand {
+    /// Run the agent for one node until stopped: it syncs from the datastore, programs the
+    /// `inet tabby` nftables table and routes to local workloads, and serves health.
+    #[command(after_help = "\
+Needs root (nft and netlink). One agent per node name per machine: a second one is refused
+(lock file under --lock-dir). While the datastore is unreachable the last programmed state
+stays enforced and the agent retries.
+
+Health on --metrics-addr: /livez, /readyz (200 once in sync and the first program applied),
+/metrics (Prometheus text).
+
+Examples:
+  tabby node run --name node-1
+  tabby node run --name node-1 --datastore sqlite:/var/lib/tabby/tabby.db -v
+  tabby node run --name node-1 --metrics-addr 127.0.0.1:9199
+  ip netns exec lab-host tabby node run --name node-1   inside a network namespace")]
+    Run(NodeRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeRunArgs {
+    /// This host's node name (as WorkloadEndpoints' spec.node says). Default: the hostname.
+    #[arg(long, value_name = "NODE")]
+    pub(crate) name: Option<String>,
+    /// Where /livez, /readyz and /metrics answer.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9099")]
+    pub(crate) metrics_addr: std::net::SocketAddr,
+    /// Folder of the per-node lock file.
+    #[arg(long, value_name = "DIR", default_value = "/run/tabby")]
+    pub(crate) lock_dir: PathBuf,
 }
 
 /// Where the analysed resources come from.

@@ -3,6 +3,7 @@
 
 mod cli;
 mod input;
+mod node;
 mod output;
 mod policy;
 mod resources;
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Selector(cmd) => selector::run(cmd),
         Command::Policy(cmd) => policy::run(cli.datastore.as_deref(), cmd),
+        Command::Node(cmd) => node::run(cli.datastore.as_deref(), cmd),
         cmd => resources::run(&cli, cmd),
     };
     match result {

@@ -28,7 +28,9 @@ pub(crate) fn run(cli: &Cli, command: &Command) -> Result<ExitCode> {
         Command::Delete(args) => delete(&connect()?, args),
         Command::Get(args) => get(&connect()?, args),
         Command::Label(args) => label(&connect()?, args),
-        Command::Selector(_) | Command::Policy(_) => unreachable!("dispatched in main"),
+        Command::Selector(_) | Command::Policy(_) | Command::Node(_) => {
+            unreachable!("dispatched in main")
+        }
     }
 }
 

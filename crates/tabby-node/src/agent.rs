@@ -1,0 +1,225 @@
+//! The agent loop: resync when needed, write what is pending, wait for changes; every failure
+//! is retried with backoff while the kernel keeps the last state written.
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tabby_dataplane::{Config, Netlink, NetlinkError, NftCli, RtNetlink};
+use tabby_store::Datastore;
+
+use crate::backoff::Backoff;
+use crate::dataplane::{Dataplane, DataplaneError};
+use crate::lock::{LockError, NodeLock};
+use crate::metrics::Metrics;
+use crate::syncer::{SyncError, Syncer};
+
+/// The longest the loop waits for datastore changes before it looks at pending writes again.
+const POLL: Duration = Duration::from_millis(500);
+
+/// How `tabby node run` was asked to run.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The node name (as WorkloadEndpoints' `spec.node` spells it).
+    pub node: String,
+    /// Where `/livez`, `/readyz` and `/metrics` answer.
+    pub metrics_addr: SocketAddr,
+    /// Where the per-node lock file goes (`/run/tabby`).
+    pub lock_dir: PathBuf,
+}
+
+/// The agent could not start (once running, it retries rather than fails).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Another agent runs for this node.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The health address could not be bound.
+    #[error("cannot listen on {addr} for health and metrics: {error}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        error: std::io::Error,
+    },
+    /// The async runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The netlink socket could not be opened.
+    #[error("cannot open netlink: {0}")]
+    Netlink(#[source] NetlinkError),
+}
+
+/// One node's syncer and dataplane, stepped by [`Agent::step`].
+#[derive(Debug)]
+pub struct Agent<L> {
+    syncer: Syncer,
+    dataplane: Dataplane<L>,
+    metrics: Arc<Metrics>,
+    store_backoff: Backoff,
+    dp_backoff: Backoff,
+    /// After a failed write: not before this instant.
+    dp_retry_at: Option<Instant>,
+}
+
+impl<L: Netlink> Agent<L> {
+    /// An agent that has read nothing yet.
+    pub fn new(syncer: Syncer, dataplane: Dataplane<L>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            syncer,
+            dataplane,
+            metrics,
+            store_backoff: Backoff::default(),
+            dp_backoff: Backoff::default(),
+            dp_retry_at: None,
+        }
+    }
+
+    /// Uses `backoff` for both datastore and dataplane retries (tests use short ones).
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.store_backoff = backoff.clone();
+        self.dp_backoff = backoff;
+        self
+    }
+
+    /// One round: resync if not in sync, write what is pending (unless a failed write is
+    /// still backing off), then wait up to `wait` for changes and take them in.
+    pub fn step(&mut self, rt: &tokio::runtime::Runtime, wait: Duration) {
+        if !self.syncer.is_synced() {
+            match self.syncer.resync() {
+                Ok(deltas) => {
+                    // The new engine's deltas describe everything from nothing: the
+                    // dataplane starts empty, so its next write replaces the table whole.
+                    self.dataplane.reset();
+                    self.dataplane.apply(&deltas);
+                    self.dp_retry_at = None;
+                    self.store_backoff.reset();
+                    self.metrics.set_in_sync(true);
+                    self.metrics.resynced(self.syncer.revision());
+                }
+                Err(err) => {
+                    self.store_failed(&err);
+                    return;
+                }
+            }
+        }
+        let now = Instant::now();
+        if self.dataplane.has_pending() && self.dp_retry_at.is_none_or(|t| now >= t) {
+            self.write(rt);
+        }
+        let wait = match self.dp_retry_at {
+            Some(t) if self.dataplane.has_pending() => wait.min(t.saturating_duration_since(now)),
+            _ => wait,
+        };
+        match self.syncer.poll(wait) {
+            Ok(deltas) => {
+                self.dataplane.apply(&deltas);
+                self.metrics.set_revision(self.syncer.revision());
+            }
+            Err(SyncError::Compacted { revision }) => {
+                tracing::info!(revision, "watch compacted; resyncing");
+                self.metrics.error("compacted");
+                self.metrics.set_in_sync(false);
+            }
+            Err(err) => self.store_failed(&err),
+        }
+    }
+
+    fn store_failed(&mut self, err: &SyncError) {
+        let delay = self.store_backoff.next_delay();
+        tracing::warn!(error = %err, retry_in = ?delay, "datastore unavailable; keeping the last programmed state");
+        self.metrics.error("datastore");
+        self.metrics.set_in_sync(false);
+        std::thread::sleep(delay);
+    }
+
+    fn write(&mut self, rt: &tokio::runtime::Runtime) {
+        match rt.block_on(self.dataplane.sync()) {
+            Ok(written) => {
+                tracing::debug!(?written, "dataplane written");
+                self.metrics.applied(written.took);
+                self.dp_backoff.reset();
+                self.dp_retry_at = None;
+                let stats = self.syncer.engine().stats();
+                self.metrics.set_sizes(
+                    stats.local_endpoints,
+                    stats.active_policies,
+                    stats.ip_sets,
+                    self.dataplane.routes(),
+                );
+            }
+            Err(err) => {
+                let delay = self.dp_backoff.next_delay();
+                tracing::warn!(error = %err, retry_in = ?delay, "dataplane write failed; retrying");
+                self.metrics.error(match err {
+                    DataplaneError::Nft(_) => "nft",
+                    DataplaneError::Netlink(_) => "routes",
+                });
+                self.dp_retry_at = Some(Instant::now() + delay);
+            }
+        }
+    }
+
+    /// The dataplane, to inspect.
+    pub fn dataplane(&self) -> &Dataplane<L> {
+        &self.dataplane
+    }
+}
+
+/// Runs the agent for `config.node` against `store` until the process ends: takes the node
+/// lock, serves health and metrics, then steps forever in the current network namespace.
+pub fn run(config: &AgentConfig, store: Arc<dyn Datastore>) -> Result<(), AgentError> {
+    let span = tracing::info_span!("agent", node = %config.node);
+    let _entered = span.enter();
+    let lock = NodeLock::acquire(&config.lock_dir, &config.node)?;
+    tracing::info!(lock = %lock.path().display(), "node lock taken");
+    let metrics = Arc::new(Metrics::default());
+
+    // Health answers from its own thread, so a long datastore wait or nft run never delays it.
+    let std_listener =
+        std::net::TcpListener::bind(config.metrics_addr).map_err(|error| AgentError::Listen {
+            addr: config.metrics_addr,
+            error,
+        })?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(AgentError::Runtime)?;
+    let http_metrics = metrics.clone();
+    let http_rt = current_thread()?;
+    std::thread::Builder::new()
+        .name("tabby-health".to_owned())
+        .spawn(move || {
+            http_rt.block_on(async move {
+                match tokio::net::TcpListener::from_std(std_listener) {
+                    Ok(l) => crate::http::serve(l, http_metrics).await,
+                    Err(err) => tracing::error!(error = %err, "health listener failed"),
+                }
+            });
+        })
+        .map_err(AgentError::Runtime)?;
+    tracing::info!(addr = %config.metrics_addr, "serving /livez, /readyz and /metrics");
+
+    let rt = current_thread()?;
+    let netlink = {
+        let _in_rt = rt.enter();
+        RtNetlink::new().map_err(AgentError::Netlink)?
+    };
+    let dataplane = Dataplane::new(Config::default(), Box::new(NftCli::new()), netlink);
+    let mut agent = Agent::new(Syncer::new(store, config.node.clone()), dataplane, metrics);
+    loop {
+        agent.step(&rt, POLL);
+    }
+}
+
+fn current_thread() -> Result<tokio::runtime::Runtime, AgentError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(AgentError::Runtime)
+}

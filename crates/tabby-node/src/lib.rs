@@ -1,0 +1,39 @@
+//! The node agent (`tabby node run`): it wires the datastore, the calc engine and the
+//! dataplane together for one host and holds no policy logic of its own.
+//!
+//! ```text
+//! Datastore --list/watch--> Syncer --Update--> Engine --Delta--> Dataplane --> nft, netlink
+//!                                                                   |
+//!                                    Metrics <----------------------+----> /livez /readyz /metrics
+//! ```
+//!
+//! Key types:
+//! - [`Syncer`]: lists every resource at one revision, feeds a fresh [`tabby_calc::Engine`],
+//!   marks it in sync, then watches from that revision. On [`tabby_store::StoreError::Compacted`]
+//!   or a lost datastore it starts over with a fresh engine, whose first flush is the whole
+//!   desired state, so nothing is missed or applied twice.
+//! - [`Dataplane`]: the deltas into the `inet tabby` table (through [`tabby_dataplane::NftApply`])
+//!   and routes to local workloads (through [`tabby_dataplane::Netlink`]); after a resync it
+//!   starts from an empty table so the next write is one full, atomic take-over script.
+//! - [`agent::run`]: the loop, with backoff on datastore and dataplane failures. While the
+//!   datastore is away the kernel keeps the last state written.
+//! - [`NodeLock`]: one agent per node name per machine (an `flock` the kernel drops with the
+//!   process, so a crashed agent never leaves a stale lock).
+//! - [`Metrics`] and [`http::serve`]: health and Prometheus text on a local address.
+
+pub mod agent;
+mod backoff;
+mod dataplane;
+pub mod http;
+mod lock;
+mod metrics;
+mod syncer;
+#[cfg(test)]
+mod test_support;
+
+pub use crate::agent::{AgentConfig, AgentError};
+pub use crate::backoff::Backoff;
+pub use crate::dataplane::{Dataplane, DataplaneError};
+pub use crate::lock::{LockError, NodeLock};
+pub use crate::metrics::Metrics;
+pub use crate::syncer::{SyncError, Syncer};

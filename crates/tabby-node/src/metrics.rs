@@ -1,0 +1,183 @@
+//! The agent's health and Prometheus metrics, shared between the agent loop and the HTTP
+//! server.
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the apply latency histogram buckets.
+const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+/// Error kinds counted in `tabby_errors_total`.
+const ERROR_KINDS: [&str; 4] = ["datastore", "compacted", "nft", "routes"];
+
+#[derive(Debug, Default)]
+struct State {
+    in_sync: bool,
+    applied: bool,
+    bucket_counts: [u64; BUCKETS.len()],
+    apply_count: u64,
+    apply_sum: f64,
+    endpoints: usize,
+    active_policies: usize,
+    ip_sets: usize,
+    routes: usize,
+    errors: [u64; ERROR_KINDS.len()],
+    resyncs: u64,
+    revision: i64,
+}
+
+/// Shared counters and gauges; cheap to update from the agent loop.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    state: Mutex<State>,
+}
+
+impl Metrics {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Metrics must keep answering even if a panicking thread held the lock.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The syncer finished a snapshot (`true`) or lost the datastore (`false`).
+    pub fn set_in_sync(&self, in_sync: bool) {
+        self.lock().in_sync = in_sync;
+    }
+
+    /// Counts a resync.
+    pub fn resynced(&self, revision: i64) {
+        let mut s = self.lock();
+        s.resyncs += 1;
+        s.revision = revision;
+    }
+
+    /// The last datastore revision handled.
+    pub fn set_revision(&self, revision: i64) {
+        self.lock().revision = revision;
+    }
+
+    /// A dataplane write succeeded after `took`.
+    pub fn applied(&self, took: Duration) {
+        let mut s = self.lock();
+        s.applied = true;
+        let secs = took.as_secs_f64();
+        s.apply_count += 1;
+        s.apply_sum += secs;
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                s.bucket_counts[i] += 1;
+            }
+        }
+    }
+
+    /// Sizes of what is programmed.
+    pub fn set_sizes(
+        &self,
+        endpoints: usize,
+        active_policies: usize,
+        ip_sets: usize,
+        routes: usize,
+    ) {
+        let mut s = self.lock();
+        s.endpoints = endpoints;
+        s.active_policies = active_policies;
+        s.ip_sets = ip_sets;
+        s.routes = routes;
+    }
+
+    /// Counts an error of `kind` (one of `datastore`, `compacted`, `nft`, `routes`).
+    pub fn error(&self, kind: &str) {
+        if let Some(i) = ERROR_KINDS.iter().position(|k| *k == kind) {
+            self.lock().errors[i] += 1;
+        }
+    }
+
+    /// Ready: in sync with the datastore once, and the first dataplane program applied.
+    /// A later datastore outage does not make the agent unready: it keeps enforcing.
+    pub fn ready(&self) -> bool {
+        self.lock().applied
+    }
+
+    /// Whether the syncer is currently in sync.
+    pub fn in_sync(&self) -> bool {
+        self.lock().in_sync
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let s = self.lock();
+        let mut out = String::new();
+        let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        gauge(
+            &mut out,
+            "tabby_in_sync",
+            "1 while in sync with the datastore.",
+            f64::from(u8::from(s.in_sync)),
+        );
+        gauge(
+            &mut out,
+            "tabby_ready",
+            "1 once the first dataplane program was applied.",
+            f64::from(u8::from(s.applied)),
+        );
+        gauge(
+            &mut out,
+            "tabby_local_endpoints",
+            "Workload endpoints programmed on this host.",
+            s.endpoints as f64,
+        );
+        gauge(
+            &mut out,
+            "tabby_active_policies",
+            "Policies that apply to a local endpoint.",
+            s.active_policies as f64,
+        );
+        gauge(
+            &mut out,
+            "tabby_ip_sets",
+            "IP sets programmed.",
+            s.ip_sets as f64,
+        );
+        gauge(
+            &mut out,
+            "tabby_local_routes",
+            "Routes to local workloads programmed.",
+            s.routes as f64,
+        );
+        gauge(
+            &mut out,
+            "tabby_datastore_revision",
+            "Last datastore revision handled.",
+            s.revision as f64,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tabby_resyncs_total Full resyncs from a datastore snapshot.\n# TYPE tabby_resyncs_total counter\ntabby_resyncs_total {}",
+            s.resyncs
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tabby_errors_total Failures by kind (each is retried).\n# TYPE tabby_errors_total counter"
+        );
+        for (kind, n) in ERROR_KINDS.iter().zip(s.errors) {
+            let _ = writeln!(out, "tabby_errors_total{{kind=\"{kind}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tabby_apply_seconds Time to write one dataplane update.\n# TYPE tabby_apply_seconds histogram"
+        );
+        for (le, n) in BUCKETS.iter().zip(s.bucket_counts) {
+            let _ = writeln!(out, "tabby_apply_seconds_bucket{{le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "tabby_apply_seconds_bucket{{le=\"+Inf\"}} {}",
+            s.apply_count
+        );
+        let _ = writeln!(out, "tabby_apply_seconds_sum {}", s.apply_sum);
+        let _ = writeln!(out, "tabby_apply_seconds_count {}", s.apply_count);
+        out
+    }
+}
