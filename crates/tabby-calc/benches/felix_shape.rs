@@ -22,6 +22,7 @@ use tabby_calc::{Delta, Engine, Update};
 use tabby_model::node::WorkloadEndpointSpec;
 use tabby_model::values::Labels;
 use tabby_model::{Kind, Object, ObjectMeta, Resource};
+use tabby_test_util::Dice;
 
 const NAMESPACES: usize = 1_000;
 const PER_NAMESPACE: usize = 250;
@@ -29,19 +30,6 @@ const POLICIES_PER_NAMESPACE: usize = 10;
 const NODES: usize = 1_250;
 const HOST: &str = "node-0";
 const APPS: usize = 10;
-
-/// Small deterministic generator (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) % n as u64) as usize
-    }
-}
 
 fn resource(kind: Kind, body: Value) -> Resource {
     Resource::from_body(kind, body).expect("bench resources are valid")
@@ -241,12 +229,12 @@ fn main() {
     let local_namespaces: Vec<usize> = (0..NAMESPACES)
         .filter(|i| (0..PER_NAMESPACE).any(|j| (i * PER_NAMESPACE + j).is_multiple_of(NODES)))
         .collect();
-    let mut rng = Rng(7);
+    let mut rng = Dice(7);
     let mut app_of = vec![0usize; NAMESPACES * PER_NAMESPACE];
     for (index, app) in app_of.iter_mut().enumerate() {
         *app = (index % PER_NAMESPACE) % APPS;
     }
-    let mut relabel = |rng: &mut Rng, i: usize, j: usize| {
+    let mut relabel = |rng: &mut Dice, i: usize, j: usize| {
         let index = i * PER_NAMESPACE + j;
         app_of[index] = (app_of[index] + 1 + rng.below(APPS - 1)) % APPS;
         endpoint(i, j, app_of[index])

@@ -15,30 +15,9 @@ use tabby_calc::{Cluster, Engine, HostState, Packet, Peer, Query, ResourceKey, U
 use tabby_model::policy::PolicyType;
 use tabby_model::values::Protocol;
 use tabby_model::{LoadOptions, Resource, load};
+use tabby_test_util::Dice;
 
 const HOST: &str = "host-a";
-
-/// splitmix64: small, seedable, good enough to pick test inputs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 const NAMESPACES: &[&str] = &["a", "b", "c"];
 const SELECTORS: &[&str] = &[
@@ -54,7 +33,7 @@ const SELECTORS: &[&str] = &[
 ];
 const NAMESPACE_SELECTORS: &[&str] = &["team == 'x'", "all()", "global()", "!has(team)"];
 
-fn labels(rng: &mut Rng) -> Value {
+fn labels(rng: &mut Dice) -> Value {
     let mut m = serde_json::Map::new();
     if rng.chance(70) {
         m.insert("app".into(), json!(rng.pick(&["web", "db", "api"])));
@@ -68,7 +47,7 @@ fn labels(rng: &mut Rng) -> Value {
     Value::Object(m)
 }
 
-fn named_ports(rng: &mut Rng) -> Vec<Value> {
+fn named_ports(rng: &mut Dice) -> Vec<Value> {
     if !rng.chance(50) {
         return Vec::new();
     }
@@ -79,7 +58,7 @@ fn named_ports(rng: &mut Rng) -> Vec<Value> {
     })]
 }
 
-fn pod(rng: &mut Rng, i: usize) -> Value {
+fn pod(rng: &mut Dice, i: usize) -> Value {
     let mut spec = json!({
         "nodeName": *rng.pick(&[HOST, HOST, "host-b"]),
         "containers": [{"name": "c", "ports": named_ports(rng)}],
@@ -95,7 +74,7 @@ fn pod(rng: &mut Rng, i: usize) -> Value {
     })
 }
 
-fn wep(rng: &mut Rng, i: usize) -> Value {
+fn wep(rng: &mut Dice, i: usize) -> Value {
     let ns = *rng.pick(NAMESPACES);
     let ports: Vec<Value> = named_ports(rng)
         .into_iter()
@@ -120,7 +99,7 @@ fn wep(rng: &mut Rng, i: usize) -> Value {
     })
 }
 
-fn entity(rng: &mut Rng, namespaced: bool) -> Value {
+fn entity(rng: &mut Dice, namespaced: bool) -> Value {
     let mut e = serde_json::Map::new();
     if rng.chance(45) {
         e.insert("selector".into(), json!(rng.pick(SELECTORS)));
@@ -158,7 +137,7 @@ fn entity(rng: &mut Rng, namespaced: bool) -> Value {
     Value::Object(e)
 }
 
-fn rule(rng: &mut Rng, namespaced: bool) -> Value {
+fn rule(rng: &mut Dice, namespaced: bool) -> Value {
     let action = *rng.pick(&["Allow", "Allow", "Allow", "Deny", "Pass", "Log"]);
     let mut r = json!({"action": action});
     if rng.chance(60) {
@@ -185,7 +164,7 @@ fn rule(rng: &mut Rng, namespaced: bool) -> Value {
     r
 }
 
-fn calico_policy(rng: &mut Rng, kind: &str, name: &str, ns: Option<&str>) -> Value {
+fn calico_policy(rng: &mut Dice, kind: &str, name: &str, ns: Option<&str>) -> Value {
     let namespaced = ns.is_some();
     let mut spec = json!({
         "tier": *rng.pick(&["default", "default", "security", "ghost"]),
@@ -232,13 +211,13 @@ fn calico_policy(rng: &mut Rng, kind: &str, name: &str, ns: Option<&str>) -> Val
     json!({"apiVersion": "projectcalico.org/v3", "kind": kind, "metadata": meta, "spec": spec})
 }
 
-fn k8s_policy(rng: &mut Rng, name: &str) -> Value {
+fn k8s_policy(rng: &mut Dice, name: &str) -> Value {
     let pod_selector = if rng.chance(30) {
         json!({})
     } else {
         json!({"matchLabels": {"app": rng.pick(&["web", "db", "api"])}})
     };
-    let peer = |rng: &mut Rng| match rng.below(4) {
+    let peer = |rng: &mut Dice| match rng.below(4) {
         0 => json!({"podSelector": {"matchLabels": {"app": rng.pick(&["web", "db"])}}}),
         1 => json!({"namespaceSelector": {"matchLabels": {"team": "x"}}}),
         2 => {
@@ -246,7 +225,7 @@ fn k8s_policy(rng: &mut Rng, name: &str) -> Value {
         }
         _ => json!({"ipBlock": {"cidr": "10.0.0.0/24", "except": ["10.0.0.0/30"]}}),
     };
-    let port = |rng: &mut Rng| match rng.below(3) {
+    let port = |rng: &mut Dice| match rng.below(3) {
         0 => json!({"port": 8080}),
         1 => json!({"port": "http"}),
         _ => json!({"protocol": "UDP", "port": 8000, "endPort": 8100}),
@@ -281,7 +260,7 @@ fn k8s_policy(rng: &mut Rng, name: &str) -> Value {
     })
 }
 
-fn one_resource(rng: &mut Rng, slot: usize) -> Value {
+fn one_resource(rng: &mut Dice, slot: usize) -> Value {
     // Slots give stable names so that variants of the same slot replace each other.
     match slot {
         0..8 => pod(rng, slot),
@@ -336,7 +315,7 @@ fn to_resource(v: &Value) -> Resource {
 }
 
 /// A random cluster: each slot present or not.
-fn cluster(rng: &mut Rng) -> Vec<Resource> {
+fn cluster(rng: &mut Dice) -> Vec<Resource> {
     let mut out: BTreeMap<ResourceKey, Resource> = BTreeMap::new();
     for slot in 0..SLOTS {
         if rng.chance(75) {
@@ -365,7 +344,7 @@ fn run_fresh(resources: &[Resource]) -> HostState {
 }
 
 /// Feeds the final resources in a random order, with churn, flushing now and then.
-fn run_churned(rng: &mut Rng, resources: &[Resource]) -> HostState {
+fn run_churned(rng: &mut Dice, resources: &[Resource]) -> HostState {
     let mut updates: Vec<Update> = resources.iter().cloned().map(Update::upsert).collect();
     for i in (1..updates.len()).rev() {
         updates.swap(i, rng.below(i + 1));
@@ -511,7 +490,7 @@ proptest! {
     /// reference evaluator on every probe.
     #[test]
     fn engine_matches_fresh_run_and_evaluator(seed in any::<u64>()) {
-        let mut rng = Rng(seed);
+        let mut rng = Dice(seed);
         let resources = cluster(&mut rng);
         let fresh = run_fresh(&resources);
         let churned = run_churned(&mut rng, &resources);

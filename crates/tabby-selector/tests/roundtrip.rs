@@ -3,6 +3,7 @@
 //! independent reference evaluator.
 
 use std::collections::{BTreeMap, BTreeSet};
+use tabby_test_util::Dice;
 
 use proptest::prelude::*;
 use tabby_selector::{Expr, Selector};
@@ -124,35 +125,23 @@ fn reference_matches(e: &Expr, labels: &BTreeMap<String, String>) -> bool {
 
 // ===== noisy rendering =====
 
-/// Deterministic choices for the noisy renderer (splitmix64).
-struct Dice(u64);
-
-impl Dice {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn one_in(&mut self, n: u64) -> bool {
-        self.next().is_multiple_of(n)
-    }
-
-    fn pick<'a>(&mut self, options: &[&'a str]) -> &'a str {
-        let len = options.len() as u64;
-        options[(self.next() % len) as usize]
-    }
-
+/// Blanks for the noisy renderer, drawn from the shared seeded dice.
+trait Blanks {
     /// Optional blanks: none, a space, or a run of spaces and tabs.
+    fn blank(&mut self) -> &'static str;
+    /// Mandatory blanks between two words.
+    fn gap(&mut self) -> &'static str;
+}
+
+impl Blanks for Dice {
     fn blank(&mut self) -> &'static str {
-        self.pick(&["", "", " ", "  ", "\t", " \t "])
+        const BLANKS: [&str; 6] = ["", "", " ", "  ", "\t", " \t "];
+        BLANKS[self.below(BLANKS.len())]
     }
 
-    /// Mandatory blanks between two words.
     fn gap(&mut self) -> &'static str {
-        self.pick(&[" ", "  ", "\t", " \t"])
+        const GAPS: [&str; 4] = [" ", "  ", "\t", " \t"];
+        GAPS[self.below(GAPS.len())]
     }
 }
 
