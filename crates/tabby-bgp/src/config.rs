@@ -77,7 +77,7 @@ impl SpeakerConfig {
 }
 
 /// One neighbour.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerConfig {
     /// The neighbour's address (sessions are keyed by it).
     pub addr: IpAddr,

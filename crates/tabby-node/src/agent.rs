@@ -13,6 +13,7 @@ use tabby_dataplane::{Config, Netlink, NetlinkError, NftCli, RtNetlink};
 use tabby_store::Datastore;
 
 use crate::backoff::Backoff;
+use crate::bgp::{Bgp, Routing, StatusBoard};
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::lock::{LockError, NodeLock};
 use crate::metrics::Metrics;
@@ -20,6 +21,8 @@ use crate::syncer::{SyncError, Syncer};
 
 /// The longest the loop waits for datastore changes before it looks at pending writes again.
 const POLL: Duration = Duration::from_millis(500);
+/// The same wait while the BGP speaker runs: learned routes reach the kernel at most this late.
+const BGP_POLL: Duration = Duration::from_millis(50);
 
 /// How `tabby node run` was asked to run.
 #[derive(Debug, Clone)]
@@ -30,6 +33,8 @@ pub struct AgentConfig {
     pub metrics_addr: SocketAddr,
     /// Where the per-node lock file goes (`/run/tabby`).
     pub lock_dir: PathBuf,
+    /// Who programs routes to other nodes' workloads.
+    pub routing: Routing,
 }
 
 /// The agent could not start (once running, it retries rather than fails).
@@ -65,6 +70,7 @@ pub struct Agent<L> {
     dp_backoff: Backoff,
     /// After a failed write: not before this instant.
     dp_retry_at: Option<Instant>,
+    bgp: Option<Bgp>,
 }
 
 impl<L: Netlink> Agent<L> {
@@ -77,7 +83,14 @@ impl<L: Netlink> Agent<L> {
             store_backoff: Backoff::default(),
             dp_backoff: Backoff::default(),
             dp_retry_at: None,
+            bgp: None,
         }
+    }
+
+    /// Runs BGP too (the speaker starts once the resources ask for it).
+    pub fn with_bgp(mut self, bgp: Bgp) -> Self {
+        self.bgp = Some(bgp);
+        self
     }
 
     /// Uses `backoff` for both datastore and dataplane retries (tests use short ones).
@@ -97,6 +110,9 @@ impl<L: Netlink> Agent<L> {
                     // dataplane starts empty, so its next write replaces the table whole.
                     self.dataplane.reset();
                     self.dataplane.apply(&deltas);
+                    if let Some(bgp) = &mut self.bgp {
+                        bgp.observe(&deltas, true);
+                    }
                     self.dp_retry_at = None;
                     self.store_backoff.reset();
                     self.metrics.set_in_sync(true);
@@ -108,6 +124,9 @@ impl<L: Netlink> Agent<L> {
                 }
             }
         }
+        if let Some(bgp) = &mut self.bgp {
+            bgp.reconcile(self.syncer.bgp_inputs(), &mut self.dataplane);
+        }
         let now = Instant::now();
         if self.dataplane.has_pending() && self.dp_retry_at.is_none_or(|t| now >= t) {
             self.write(rt);
@@ -116,9 +135,16 @@ impl<L: Netlink> Agent<L> {
             Some(t) if self.dataplane.has_pending() => wait.min(t.saturating_duration_since(now)),
             _ => wait,
         };
+        let wait = match &self.bgp {
+            Some(b) if b.running() => wait.min(BGP_POLL),
+            _ => wait,
+        };
         match self.syncer.poll(wait) {
             Ok(deltas) => {
                 self.dataplane.apply(&deltas);
+                if let Some(bgp) = &mut self.bgp {
+                    bgp.observe(&deltas, false);
+                }
                 self.metrics.set_revision(self.syncer.revision());
             }
             Err(SyncError::Compacted { revision }) => {
@@ -190,13 +216,15 @@ pub fn run(config: &AgentConfig, store: Arc<dyn Datastore>) -> Result<(), AgentE
         .set_nonblocking(true)
         .map_err(AgentError::Runtime)?;
     let http_metrics = metrics.clone();
+    let board = Arc::new(StatusBoard::new(config.node.clone()));
+    let http_board = board.clone();
     let http_rt = current_thread()?;
     std::thread::Builder::new()
         .name("tabby-health".to_owned())
         .spawn(move || {
             http_rt.block_on(async move {
                 match tokio::net::TcpListener::from_std(std_listener) {
-                    Ok(l) => crate::http::serve(l, http_metrics).await,
+                    Ok(l) => crate::http::serve(l, http_metrics, http_board).await,
                     Err(err) => tracing::error!(error = %err, "health listener failed"),
                 }
             });
@@ -210,7 +238,9 @@ pub fn run(config: &AgentConfig, store: Arc<dyn Datastore>) -> Result<(), AgentE
         RtNetlink::new().map_err(AgentError::Netlink)?
     };
     let dataplane = Dataplane::new(Config::default(), Box::new(NftCli::new()), netlink);
-    let mut agent = Agent::new(Syncer::new(store, config.node.clone()), dataplane, metrics);
+    let bgp = Bgp::new(config.node.clone(), config.routing, board);
+    let mut agent =
+        Agent::new(Syncer::new(store, config.node.clone()), dataplane, metrics).with_bgp(bgp);
     loop {
         agent.step(&rt, POLL);
     }

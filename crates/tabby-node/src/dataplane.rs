@@ -1,7 +1,8 @@
 //! From deltas to the kernel: the `inet tabby` table through [`NftApply`] and routes to local
 //! workloads through [`Netlink`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -31,6 +32,15 @@ pub struct Dataplane<L> {
     route_changes: BTreeMap<IpNet, Option<Route>>,
     /// The kernel's routes are not known (start-up, resync, failed write): reconcile them all.
     routes_unknown: bool,
+    /// Routes learned by BGP. A destination's route is the engine's route to a local workload,
+    /// else the learned one, else (datastore routing only) the engine's remote one.
+    learned: BTreeMap<IpNet, Route>,
+    /// Whether the engine's routes to other nodes' workloads are programmed (datastore
+    /// routing) or left to BGP.
+    remote_from_datastore: bool,
+    /// Learned routes the kernel refused (a next hop it cannot reach); retried by
+    /// [`Dataplane::retry_learned`] instead of holding up every other route.
+    learned_failed: BTreeSet<IpNet>,
 }
 
 impl<L> std::fmt::Debug for Dataplane<L> {
@@ -65,6 +75,9 @@ impl<L: Netlink> Dataplane<L> {
             routes: BTreeMap::new(),
             route_changes: BTreeMap::new(),
             routes_unknown: true,
+            learned: BTreeMap::new(),
+            remote_from_datastore: true,
+            learned_failed: BTreeSet::new(),
         }
     }
 
@@ -133,36 +146,126 @@ impl<L: Netlink> Dataplane<L> {
         })
     }
 
+    /// The route to program for `dst`, by precedence (see the `learned` field).
+    fn effective(&self, dst: &IpNet) -> Option<&Route> {
+        match self.routes.get(dst) {
+            Some(r) if r.gateway.is_none() || self.remote_from_datastore => Some(r),
+            _ => self.learned.get(dst),
+        }
+    }
+
+    /// Writes one destination's route (or its absence). A learned route the kernel refuses
+    /// is set aside rather than failing the whole write.
+    async fn write_route(&mut self, dst: IpNet) -> Result<(), NetlinkError> {
+        let Some(route) = self.effective(&dst).cloned() else {
+            self.learned_failed.remove(&dst);
+            return self.netlink.delete_route(dst).await;
+        };
+        match self.netlink.replace_route(&route).await {
+            Ok(()) => {
+                self.learned_failed.remove(&dst);
+                Ok(())
+            }
+            Err(err) if self.learned.get(&dst) == Some(&route) => {
+                tracing::warn!(%dst, error = %err, "learned route refused by the kernel; retrying later");
+                self.learned_failed.insert(dst);
+                Ok(())
+            }
+            Err(err) => Err(err),
+        }
+    }
+
     async fn sync_routes(&mut self) -> Result<usize, NetlinkError> {
         let mut ops = 0;
         if self.routes_unknown {
+            let wanted: BTreeSet<IpNet> = self
+                .routes
+                .keys()
+                .chain(self.learned.keys())
+                .filter(|d| self.effective(d).is_some())
+                .copied()
+                .collect();
             for old in self.netlink.tabby_routes().await? {
                 // A desired route is replaced below, in place, with no moment without it.
-                if !self.routes.contains_key(&old.dst) {
+                if !wanted.contains(&old.dst) {
                     self.netlink.delete_route(old.dst).await?;
                     ops += 1;
                 }
             }
-            for route in self.routes.values() {
-                self.netlink.replace_route(route).await?;
+            for dst in wanted {
+                self.write_route(dst).await?;
                 ops += 1;
             }
             self.routes_unknown = false;
             self.route_changes.clear();
             return Ok(ops);
         }
+        // The change's value is where the engine's route went; what is written is looked up
+        // again, since a learned route may stand in for it.
         while let Some((dst, change)) = self.route_changes.pop_first() {
-            let done = match &change {
-                Some(route) => self.netlink.replace_route(route).await,
-                None => self.netlink.delete_route(dst).await,
-            };
-            if let Err(err) = done {
+            if let Err(err) = self.write_route(dst).await {
                 self.route_changes.insert(dst, change);
                 return Err(err);
             }
             ops += 1;
         }
         Ok(ops)
+    }
+
+    /// Sets (`Some(next hop)`) or removes the route BGP learned to `dst`.
+    pub fn set_learned(&mut self, dst: IpNet, next_hop: Option<IpAddr>) {
+        let changed = match next_hop {
+            Some(gw) => {
+                let route = Route {
+                    dst,
+                    dev: None,
+                    gateway: Some(gw),
+                    scope_link: false,
+                    onlink: false,
+                };
+                self.learned.insert(dst, route.clone()) != Some(route)
+            }
+            None => self.learned.remove(&dst).is_some(),
+        };
+        if changed {
+            self.route_changes.insert(dst, None);
+        }
+    }
+
+    /// Forgets every learned route (the speaker stopped).
+    pub fn clear_learned(&mut self) {
+        for dst in std::mem::take(&mut self.learned).into_keys() {
+            self.route_changes.insert(dst, None);
+        }
+    }
+
+    /// Datastore routing (`true`, the default) or BGP routing (`false`) for routes to other
+    /// nodes' workloads.
+    pub fn set_remote_from_datastore(&mut self, on: bool) {
+        if self.remote_from_datastore != on {
+            self.remote_from_datastore = on;
+            let remote: Vec<IpNet> = self
+                .routes
+                .iter()
+                .filter(|(_, r)| r.gateway.is_some())
+                .map(|(d, _)| *d)
+                .collect();
+            for dst in remote {
+                self.route_changes.insert(dst, None);
+            }
+        }
+    }
+
+    /// Queues the learned routes the kernel refused for another attempt.
+    pub fn retry_learned(&mut self) {
+        for dst in std::mem::take(&mut self.learned_failed) {
+            self.route_changes.insert(dst, None);
+        }
+    }
+
+    /// Routes learned by BGP.
+    pub fn learned_routes(&self) -> usize {
+        self.learned.len()
     }
 
     /// Sizes of the desired table.

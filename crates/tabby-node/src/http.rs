@@ -1,5 +1,5 @@
-//! A tiny HTTP/1.1 responder for `/livez`, `/readyz` and `/metrics`: one request per
-//! connection, GET only. The agent needs nothing more, so no HTTP framework is pulled in.
+//! A tiny HTTP/1.1 responder for `/livez`, `/readyz`, `/metrics` and `/status` (routing and
+//! BGP status as JSON, for `tabby node status`): one request per connection, GET only. The agent needs nothing more, so no HTTP framework is pulled in.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::bgp::StatusBoard;
 use crate::metrics::Metrics;
 
 /// The most a request head may take; anything longer is refused.
@@ -15,13 +16,14 @@ const MAX_HEAD: usize = 8192;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Answers requests on `listener` until the runtime stops.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, board: Arc<StatusBoard>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let metrics = metrics.clone();
+                let board = board.clone();
                 tokio::spawn(async move {
-                    if let Err(err) = handle(stream, &metrics).await {
+                    if let Err(err) = handle(stream, &metrics, &board).await {
                         tracing::debug!(error = %err, "health connection failed");
                     }
                 });
@@ -34,7 +36,11 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
     }
 }
 
-async fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+async fn handle(
+    mut stream: TcpStream,
+    metrics: &Metrics,
+    board: &StatusBoard,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -60,6 +66,12 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
     let mut parts = line.split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
+    if method == "GET" && path == "/status" {
+        // The speaker answers on its own thread; this waits for it without blocking others.
+        let report = board.report().await;
+        let body = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
+        return respond(&mut stream, "200 OK", "application/json", &body).await;
+    }
     let (status, ctype, body) = route(method, path, metrics);
     respond(&mut stream, status, ctype, &body).await
 }
@@ -87,7 +99,7 @@ fn route(method: &str, path: &str, metrics: &Metrics) -> (&'static str, &'static
         _ => (
             "404 Not Found",
             TEXT,
-            "try /livez, /readyz or /metrics\n".to_owned(),
+            "try /livez, /readyz, /metrics or /status\n".to_owned(),
         ),
     }
 }

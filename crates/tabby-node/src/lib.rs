@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! Datastore --list/watch--> Syncer --Update--> Engine --Delta--> Dataplane --> nft, netlink
+//!                              |                          |          ^ learned routes
+//!                              +--Node/BGP kinds--> Bgp <-+ local routes --> peers
 //!                                                                   |
 //!                                    Metrics <----------------------+----> /livez /readyz /metrics
 //! ```
@@ -19,10 +21,16 @@
 //!   datastore is away the kernel keeps the last state written.
 //! - [`NodeLock`]: one agent per node name per machine (an `flock` the kernel drops with the
 //!   process, so a crashed agent never leaves a stale lock).
-//! - [`Metrics`] and [`http::serve`]: health and Prometheus text on a local address.
+//! - [`Metrics`] and [`http::serve`]: health and Prometheus text on a local address, and
+//!   `/status` (routing and BGP peers as JSON, [`NodeStatus`]) for `tabby node status`.
+//! - [`bgp::Bgp`]: the BGP speaker (`tabby-bgp`) on its own thread, its sessions derived from
+//!   Node, BGPConfiguration and BGPPeer resources as Calico does; it originates this node's
+//!   workload routes and hands learned routes to the [`Dataplane`], which programs them with
+//!   tabby's route protocol in place of datastore-derived remote routes ([`Routing`]).
 
 pub mod agent;
 mod backoff;
+pub mod bgp;
 mod dataplane;
 pub mod http;
 mod lock;
@@ -33,6 +41,7 @@ mod test_support;
 
 pub use crate::agent::{AgentConfig, AgentError};
 pub use crate::backoff::Backoff;
+pub use crate::bgp::{NodeStatus, Routing};
 pub use crate::dataplane::{Dataplane, DataplaneError};
 pub use crate::lock::{LockError, NodeLock};
 pub use crate::metrics::Metrics;

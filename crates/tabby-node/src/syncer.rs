@@ -11,6 +11,8 @@ use tabby_model::Kind;
 use tabby_model::stored::{self, DecodeError};
 use tabby_store::{Datastore, Event, Revision, StoreError, Watch, WatchFilter};
 
+use crate::bgp::BgpInputs;
+
 /// The most events taken into one engine flush: bounds the latency of a burst.
 const MAX_BATCH: usize = 1000;
 
@@ -50,6 +52,8 @@ pub struct Syncer {
     revision: Revision,
     /// Stored objects this version could not decode, since the start.
     undecodable: u64,
+    /// Nodes, BGPConfigurations and BGPPeers, which the BGP speaker reads (the engine does not).
+    bgp: BgpInputs,
 }
 
 impl std::fmt::Debug for Syncer {
@@ -73,6 +77,7 @@ impl Syncer {
             watch: None,
             revision: 0,
             undecodable: 0,
+            bgp: BgpInputs::default(),
         }
     }
 
@@ -86,9 +91,13 @@ impl Syncer {
         self.watch = None;
         let listing = self.store.list(None, None)?;
         let mut engine = Engine::new(self.host.clone());
+        let mut bgp = BgpInputs::default();
         for entry in &listing.entries {
             match stored::decode(&entry.key.kind, &entry.value, entry.mod_revision) {
-                Ok(r) => engine.apply(Update::upsert(r)),
+                Ok(r) => {
+                    bgp.upsert(&r);
+                    engine.apply(Update::upsert(r));
+                }
                 Err(err) => self.skip(&entry.key, &err),
             }
         }
@@ -98,6 +107,9 @@ impl Syncer {
         // the whole resync rather than running an engine nobody feeds.
         let watch = self.store.watch(listing.revision, WatchFilter::default())?;
         self.engine = engine;
+        // Generations keep growing across resyncs, so a reader never misses the swap.
+        bgp.bump_past(self.bgp.generation());
+        self.bgp = bgp;
         self.watch = Some(watch);
         self.revision = listing.revision;
         tracing::info!(
@@ -147,13 +159,17 @@ impl Syncer {
         match event {
             Event::Put { entry, .. } => {
                 match stored::decode(&entry.key.kind, &entry.value, entry.mod_revision) {
-                    Ok(r) => self.engine.apply(Update::upsert(r)),
+                    Ok(r) => {
+                        self.bgp.upsert(&r);
+                        self.engine.apply(Update::upsert(r));
+                    }
                     Err(err) => self.skip(&entry.key, &err),
                 }
             }
             Event::Delete { key, .. } => {
                 // Kinds this version does not know were never fed, so there is nothing to remove.
                 if let Some(kind) = Kind::from_store_name(&key.kind) {
+                    self.bgp.remove(kind, &key.name);
                     self.engine.apply(Update::Remove(ResourceKey {
                         kind,
                         namespace: key.namespace,
@@ -178,6 +194,11 @@ impl Syncer {
     /// The engine, for counts and notes.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The resources BGP reads.
+    pub fn bgp_inputs(&self) -> &BgpInputs {
+        &self.bgp
     }
 
     /// The last revision handled.

@@ -124,8 +124,55 @@ Examples:
   tabby node run --name node-1
   tabby node run --name node-1 --datastore sqlite:/var/lib/tabby/tabby.db -v
   tabby node run --name node-1 --metrics-addr 127.0.0.1:9199
-  ip netns exec lab-host tabby node run --name node-1   inside a network namespace")]
+  ip netns exec lab-host tabby node run --name node-1   inside a network namespace
+  tabby node run --name node-1 --routing bgp            BGP even without spec.bgp (fails loudly)
+
+Routing (--routing): who programs routes to other nodes' workloads. `bgp` runs the BGP speaker
+(full iBGP mesh on AS 64512 by default; BGPConfiguration, BGPPeer and the Node's spec.bgp as in
+Calico) and programs only learned routes; `datastore` programs routes from the datastore (nodes
+on one L2 segment) and runs no speaker; `auto` is `bgp` when this node's Node has spec.bgp.")]
     Run(NodeRunArgs),
+    /// Show the agent's routing status: every BGP peer with its state and prefix counts.
+    #[command(after_help = "\
+Asks the agent running on this machine (its --metrics-addr, GET /status).
+
+Columns: peer name (Mesh_/Node_/Global_ as Calico names them), address, AS, type (mesh,
+global, node-specific, reflector, reflector-client), state, time in state, prefixes received
+and advertised, last error.
+
+Examples:
+  tabby node status
+  tabby node status -o json
+  ip netns exec lab-host tabby node status --addr 127.0.0.1:9199")]
+    Status(NodeStatusArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum RoutingArg {
+    /// `bgp` when this node's Node has spec.bgp, else `datastore`.
+    Auto,
+    /// Routes to other nodes' workloads from the datastore; no BGP speaker.
+    Datastore,
+    /// Routes to other nodes' workloads learned by BGP.
+    Bgp,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum StatusOutput {
+    /// One line per peer.
+    Table,
+    /// The agent's JSON as it is.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeStatusArgs {
+    /// The agent's health address (its --metrics-addr).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9099")]
+    pub(crate) addr: std::net::SocketAddr,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub(crate) output: StatusOutput,
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +186,9 @@ pub(crate) struct NodeRunArgs {
     /// Folder of the per-node lock file.
     #[arg(long, value_name = "DIR", default_value = "/run/tabby")]
     pub(crate) lock_dir: PathBuf,
+    /// Who programs routes to other nodes' workloads (see below).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub(crate) routing: RoutingArg,
 }
 
 /// Where the analysed resources come from.

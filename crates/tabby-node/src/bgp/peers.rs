@@ -1,0 +1,454 @@
+//! Which BGP sessions this node wants, derived from Node, BGPConfiguration and BGPPeer resources
+//! the way Calico's confd renders BIRD's configuration (pure: no sockets, no clock).
+//!
+//! - The speaker: AS from the Node's `spec.bgp.asNumber`, else BGPConfiguration `default`'s
+//!   `asNumber` (64512); router ID from the node's IPv4 address; a route reflector when the
+//!   Node has `routeReflectorClusterID`; port from `node.<name>`'s `listenPort`, else
+//!   `default`'s, else 179.
+//! - The mesh (`nodeToNodeMeshEnabled`, default true): every other node with BGP addresses,
+//!   except route reflectors, which are never in the mesh. It is made one-directional as
+//!   Calico does: a node is passive towards peers whose address string sorts after its own.
+//! - BGPPeers: one applies to this node when its `node` names it, its `nodeSelector` matches
+//!   its labels, or it has neither (a global peer). `peerIP` gives one neighbour;
+//!   `peerSelector` gives the matching nodes, and the reverse peering is implied: a node that
+//!   the `peerSelector` matches peers with the nodes the resource applies to. On a reflector,
+//!   an iBGP neighbour that is not a reflector of the same cluster is a client.
+//! - One session per neighbour address; an explicit BGPPeer replaces a mesh session to the
+//!   same address. Sessions run over IPv4 when both ends have an IPv4 address (else IPv6) and
+//!   carry both families, the other family's next hop being this node's address of it.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+use tabby_bgp::PeerConfig;
+use tabby_model::bgp::{BgpConfigurationSpec, BgpPeerSpec, parse_peer_ip};
+use tabby_model::node::NodeBgpSpec;
+use tabby_model::selector::Selector;
+use tabby_model::values::{Labels, parse_duration_secs, parse_net};
+use tabby_model::{Kind, Resource};
+
+/// Calico's default AS.
+pub const DEFAULT_ASN: u32 = 64512;
+/// The BGP port.
+pub const DEFAULT_PORT: u16 = 179;
+/// Graceful restart time when `nodeMeshMaxRestartTime` is not set (BIRD's default).
+const DEFAULT_RESTART_SECS: u16 = 120;
+
+/// How a neighbour came to be configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PeerKind {
+    /// The node-to-node mesh.
+    Mesh,
+    /// A BGPPeer with neither `node` nor `nodeSelector`.
+    Global,
+    /// A BGPPeer naming this node or selecting it.
+    NodeSpecific,
+    /// A route reflector this node is a client of (a BGPPeer `peerSelector` match).
+    Reflector,
+    /// A client of this node, which reflects for it.
+    ReflectorClient,
+}
+
+impl PeerKind {
+    /// The word `tabby node status` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mesh => "mesh",
+            Self::Global => "global",
+            Self::NodeSpecific => "node-specific",
+            Self::Reflector => "reflector",
+            Self::ReflectorClient => "reflector-client",
+        }
+    }
+}
+
+/// The speaker's own settings; a change restarts the speaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpeakerSettings {
+    /// Our AS.
+    pub asn: u32,
+    /// BGP identifier.
+    pub router_id: Ipv4Addr,
+    /// Set when this node is a route reflector.
+    pub cluster_id: Option<Ipv4Addr>,
+    /// Where to accept connections.
+    pub listen: SocketAddr,
+    /// Graceful restart time we advertise, in seconds.
+    pub restart_time: u16,
+}
+
+/// One wanted neighbour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WantedPeer {
+    /// Calico's protocol name (`Mesh_10_0_0_2`, `Node_...`, `Global_...`).
+    pub name: String,
+    /// How it came to be configured.
+    pub kind: PeerKind,
+    /// The session settings.
+    pub config: PeerConfig,
+}
+
+/// Everything this node's speaker should be doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// The speaker.
+    pub speaker: SpeakerSettings,
+    /// Neighbours by address.
+    pub peers: BTreeMap<IpAddr, WantedPeer>,
+}
+
+/// Why this node cannot run BGP.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    /// No Node resource for this host.
+    #[error("Node {0:?} does not exist in the datastore")]
+    NoNode(String),
+    /// The Node has no `spec.bgp`.
+    #[error("Node {0:?} has no spec.bgp")]
+    NoBgpSpec(String),
+    /// Neither `spec.bgp.ipv4Address` nor `ipv6Address` is usable.
+    #[error("Node {0:?}: spec.bgp has neither a valid ipv4Address nor ipv6Address")]
+    NoAddress(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct NodeInfo {
+    labels: Labels,
+    bgp: Option<NodeBgpSpec>,
+}
+
+/// The BGP-relevant resources, kept current by the syncer.
+#[derive(Debug, Clone, Default)]
+pub struct BgpInputs {
+    nodes: BTreeMap<String, NodeInfo>,
+    configs: BTreeMap<String, BgpConfigurationSpec>,
+    peers: BTreeMap<String, BgpPeerSpec>,
+    generation: u64,
+}
+
+/// A node's BGP addresses and identity, parsed.
+#[derive(Debug, Clone, Copy)]
+struct Addrs {
+    v4: Option<Ipv4Addr>,
+    v6: Option<Ipv6Addr>,
+}
+
+fn parse_addr(v: Option<&String>) -> Option<IpAddr> {
+    let v = v?;
+    parse_net(v)
+        .map(|n| n.addr())
+        .ok()
+        .or_else(|| v.parse().ok())
+}
+
+impl Addrs {
+    fn of(bgp: &NodeBgpSpec) -> Self {
+        Self {
+            v4: match parse_addr(bgp.ipv4_address.as_ref()) {
+                Some(IpAddr::V4(a)) => Some(a),
+                _ => None,
+            },
+            v6: match parse_addr(bgp.ipv6_address.as_ref()) {
+                Some(IpAddr::V6(a)) => Some(a),
+                _ => None,
+            },
+        }
+    }
+
+    /// The session addresses between `self` and `other`: IPv4 when both have one, else IPv6.
+    fn pair(&self, other: &Self) -> Option<(IpAddr, IpAddr)> {
+        match (self.v4, other.v4, self.v6, other.v6) {
+            (Some(a), Some(b), _, _) => Some((IpAddr::V4(a), IpAddr::V4(b))),
+            (_, _, Some(a), Some(b)) => Some((IpAddr::V6(a), IpAddr::V6(b))),
+            _ => None,
+        }
+    }
+
+    fn of_family(&self, like: IpAddr) -> Option<IpAddr> {
+        match like {
+            IpAddr::V4(_) => self.v4.map(IpAddr::V4),
+            IpAddr::V6(_) => self.v6.map(IpAddr::V6),
+        }
+    }
+}
+
+/// Calico's protocol name suffix: the address with `.` and `:` as `_`.
+fn name_for(prefix: &str, addr: IpAddr) -> String {
+    format!("{prefix}_{}", addr.to_string().replace(['.', ':'], "_"))
+}
+
+/// A stable router ID for a node without IPv4 (FNV-1a of its name).
+fn hashed_router_id(name: &str) -> Ipv4Addr {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    Ipv4Addr::from(h)
+}
+
+fn selects(selector: &str, labels: &Labels) -> bool {
+    // The model validated the selector on write; a stored one that no longer parses selects
+    // nothing rather than everything.
+    Selector::parse(selector).is_ok_and(|s| s.matches(labels))
+}
+
+impl BgpInputs {
+    /// Takes in a resource; returns whether it is one of the kinds BGP reads.
+    pub fn upsert(&mut self, r: &Resource) -> bool {
+        let changed = match r {
+            Resource::Node(o) => {
+                let info = NodeInfo {
+                    labels: o.metadata.labels.clone(),
+                    bgp: o.spec.bgp.clone(),
+                };
+                self.nodes.insert(o.metadata.name.clone(), info.clone()) != Some(info)
+            }
+            Resource::BgpConfiguration(o) => {
+                self.configs.insert(o.metadata.name.clone(), o.spec.clone()) != Some(o.spec.clone())
+            }
+            Resource::BgpPeer(o) => {
+                self.peers.insert(o.metadata.name.clone(), o.spec.clone()) != Some(o.spec.clone())
+            }
+            _ => return false,
+        };
+        if changed {
+            self.generation += 1;
+        }
+        true
+    }
+
+    /// Forgets a resource.
+    pub fn remove(&mut self, kind: Kind, name: &str) {
+        let gone = match kind {
+            Kind::Node => self.nodes.remove(name).is_some(),
+            Kind::BgpConfiguration => self.configs.remove(name).is_some(),
+            Kind::BgpPeer => self.peers.remove(name).is_some(),
+            _ => false,
+        };
+        if gone {
+            self.generation += 1;
+        }
+    }
+
+    /// Starts this generation after `previous` (a fresh listing replacing older inputs).
+    pub(crate) fn bump_past(&mut self, previous: u64) {
+        self.generation += previous + 1;
+    }
+
+    /// Grows on every change that matters, so that callers re-derive only when needed.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether the host's Node has a `spec.bgp` (Calico runs BGP on such nodes).
+    pub fn has_bgp_spec(&self, host: &str) -> bool {
+        self.nodes.get(host).is_some_and(|n| n.bgp.is_some())
+    }
+
+    fn cluster_asn(&self) -> u32 {
+        self.configs
+            .get("default")
+            .and_then(|c| c.as_number)
+            .map_or(DEFAULT_ASN, |a| a.0)
+    }
+
+    fn node_asn(&self, bgp: &NodeBgpSpec) -> u32 {
+        bgp.as_number.map_or_else(|| self.cluster_asn(), |a| a.0)
+    }
+
+    /// A node-level setting from `node.<name>`, else from `default`.
+    fn setting<T>(
+        &self,
+        node: &str,
+        get: impl Fn(&BgpConfigurationSpec) -> Option<T>,
+    ) -> Option<T> {
+        self.configs
+            .get(&format!("node.{node}"))
+            .and_then(&get)
+            .or_else(|| self.configs.get("default").and_then(&get))
+    }
+
+    fn port_of(&self, node: &str) -> u16 {
+        self.setting(node, |c| c.listen_port)
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(DEFAULT_PORT)
+    }
+
+    /// The sessions `host` wants.
+    pub fn desired(&self, host: &str) -> Result<Desired, Unavailable> {
+        let me = self
+            .nodes
+            .get(host)
+            .ok_or_else(|| Unavailable::NoNode(host.to_owned()))?;
+        let my_bgp = me
+            .bgp
+            .as_ref()
+            .ok_or_else(|| Unavailable::NoBgpSpec(host.to_owned()))?;
+        let my_addrs = Addrs::of(my_bgp);
+        if my_addrs.v4.is_none() && my_addrs.v6.is_none() {
+            return Err(Unavailable::NoAddress(host.to_owned()));
+        }
+        let my_asn = self.node_asn(my_bgp);
+        let cluster_id = my_bgp
+            .route_reflector_cluster_id
+            .as_deref()
+            .and_then(|c| c.parse::<Ipv4Addr>().ok());
+        let port = self.port_of(host);
+        let bind_node_ip = self.setting(host, |c| c.bind_mode.clone()).as_deref() == Some("NodeIP");
+        let listen_ip = match (bind_node_ip, my_addrs.v4, my_addrs.v6) {
+            (true, Some(v4), _) => IpAddr::V4(v4),
+            (true, None, Some(v6)) => IpAddr::V6(v6),
+            // `[::]` takes IPv4 too on Linux.
+            _ => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        let restart_time = self
+            .configs
+            .get("default")
+            .and_then(|c| c.node_mesh_max_restart_time.as_deref())
+            .and_then(parse_duration_secs)
+            .map_or(DEFAULT_RESTART_SECS, |s| s.clamp(0.0, 4095.0) as u16);
+        let speaker = SpeakerSettings {
+            asn: my_asn,
+            router_id: my_addrs.v4.unwrap_or_else(|| hashed_router_id(host)),
+            cluster_id,
+            listen: SocketAddr::new(listen_ip, port),
+            restart_time,
+        };
+
+        let base = |local: IpAddr, remote: IpAddr, asn: u32, port: u16| {
+            let mut cfg = PeerConfig::new(remote, asn);
+            cfg.port = port;
+            cfg.local_addr = Some(local);
+            cfg.next_hop_v4 = my_addrs.v4;
+            cfg.next_hop_v6 = my_addrs.v6;
+            cfg
+        };
+
+        let mut peers = BTreeMap::new();
+        let mesh = self
+            .configs
+            .get("default")
+            .and_then(|c| c.node_to_node_mesh_enabled)
+            .unwrap_or(true);
+        if mesh && cluster_id.is_none() {
+            for (name, node) in &self.nodes {
+                let Some(bgp) = node.bgp.as_ref() else {
+                    continue;
+                };
+                if name == host || bgp.route_reflector_cluster_id.is_some() {
+                    continue;
+                }
+                let Some((local, remote)) = my_addrs.pair(&Addrs::of(bgp)) else {
+                    continue;
+                };
+                let mut cfg = base(local, remote, self.node_asn(bgp), self.port_of(name));
+                // Calico compares the address strings: the "greater" side connects.
+                cfg.passive = remote.to_string() > local.to_string();
+                peers.insert(
+                    remote,
+                    WantedPeer {
+                        name: name_for("Mesh", remote),
+                        kind: PeerKind::Mesh,
+                        config: cfg,
+                    },
+                );
+            }
+        }
+
+        for spec in self.peers.values() {
+            let applies = |node: &str, labels: &Labels| match (&spec.node, &spec.node_selector) {
+                (Some(n), _) => n == node,
+                (None, Some(sel)) => selects(sel, labels),
+                (None, None) => true,
+            };
+            let specific = spec.node.is_some() || spec.node_selector.is_some();
+            let prefix = if specific { "Node" } else { "Global" };
+            let here = applies(host, &me.labels);
+            let next_hop_self = spec.next_hop_mode.as_deref() == Some("Self");
+            let use_node_ip = spec.source_address.as_deref() != Some("None");
+            if let Some(peer_ip) = &spec.peer_ip {
+                let Some((remote, remote_port)) = parse_peer_ip(peer_ip) else {
+                    continue;
+                };
+                let Some(local) = my_addrs.of_family(remote) else {
+                    continue;
+                };
+                if !here || remote == local {
+                    continue;
+                }
+                let asn = spec.as_number.map_or(my_asn, |a| a.0);
+                let mut cfg = base(local, remote, asn, remote_port.unwrap_or(DEFAULT_PORT));
+                cfg.local_addr = use_node_ip.then_some(local);
+                cfg.next_hop_self = next_hop_self;
+                cfg.rr_client = cluster_id.is_some() && asn == my_asn;
+                let kind = if cfg.rr_client {
+                    PeerKind::ReflectorClient
+                } else if specific {
+                    PeerKind::NodeSpecific
+                } else {
+                    PeerKind::Global
+                };
+                peers.insert(
+                    remote,
+                    WantedPeer {
+                        name: name_for(prefix, remote),
+                        kind,
+                        config: cfg,
+                    },
+                );
+            } else if let Some(peer_sel) = &spec.peer_selector {
+                let matched_by_peer_side = selects(peer_sel, &me.labels);
+                for (name, node) in &self.nodes {
+                    let Some(bgp) = node.bgp.as_ref() else {
+                        continue;
+                    };
+                    if name == host {
+                        continue;
+                    }
+                    let forward = here && selects(peer_sel, &node.labels);
+                    let reverse = matched_by_peer_side && applies(name, &node.labels);
+                    if !forward && !reverse {
+                        continue;
+                    }
+                    let Some((local, remote)) = my_addrs.pair(&Addrs::of(bgp)) else {
+                        continue;
+                    };
+                    let asn = self.node_asn(bgp);
+                    let their_cluster = bgp
+                        .route_reflector_cluster_id
+                        .as_deref()
+                        .and_then(|c| c.parse::<Ipv4Addr>().ok());
+                    let mut cfg = base(local, remote, asn, self.port_of(name));
+                    cfg.local_addr = use_node_ip.then_some(local);
+                    cfg.next_hop_self = next_hop_self;
+                    cfg.rr_client =
+                        cluster_id.is_some() && asn == my_asn && their_cluster != cluster_id;
+                    let kind = if cfg.rr_client {
+                        PeerKind::ReflectorClient
+                    } else if their_cluster.is_some() {
+                        PeerKind::Reflector
+                    } else if specific {
+                        PeerKind::NodeSpecific
+                    } else {
+                        PeerKind::Global
+                    };
+                    peers.insert(
+                        remote,
+                        WantedPeer {
+                            name: name_for(prefix, remote),
+                            kind,
+                            config: cfg,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(Desired { speaker, peers })
+    }
+}

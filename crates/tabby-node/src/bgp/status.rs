@@ -1,0 +1,211 @@
+//! What `tabby node status` shows: the agent publishes it on its local HTTP endpoint as JSON
+//! (`GET /status`), and the CLI reads these same types back.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tabby_bgp::SessionState;
+use tabby_bgp::driver::Handle;
+
+use crate::bgp::peers::{PeerKind, SpeakerSettings, WantedPeer};
+
+/// How long a status request waits for the speaker.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The agent's routing status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node name.
+    pub node: String,
+    /// `bgp` or `datastore`: who programs routes to other nodes' workloads.
+    pub routing: String,
+    /// Why BGP is not running, when it should or could be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The speaker, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<BgpStatus>,
+}
+
+/// The speaker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BgpStatus {
+    /// Our AS.
+    pub asn: u32,
+    /// Our BGP identifier.
+    pub router_id: String,
+    /// Set on a route reflector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// Where it accepts connections.
+    pub listen: String,
+    /// Prefixes this node originates (its workloads' routes).
+    pub originated: usize,
+    /// Learned routes handed to the kernel.
+    pub learned: usize,
+    /// Every neighbour.
+    pub peers: Vec<PeerReport>,
+}
+
+/// One neighbour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerReport {
+    /// Calico's protocol name (`Mesh_10_0_0_2`).
+    pub name: String,
+    /// Its address.
+    pub address: IpAddr,
+    /// Its AS.
+    pub asn: u32,
+    /// How it came to be configured.
+    pub kind: PeerKind,
+    /// Session state (RFC 4271 names: Idle, Connect, Active, OpenSent, OpenConfirm,
+    /// Established).
+    pub state: String,
+    /// Seconds in that state.
+    pub since_secs: u64,
+    /// Its BGP identifier, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_id: Option<String>,
+    /// Prefixes held from it.
+    pub prefixes_received: usize,
+    /// Prefixes advertised to it.
+    pub prefixes_advertised: usize,
+    /// Why the last session ended or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Set while the session is held down (for instance a prefix limit was exceeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<String>,
+    /// Sessions lost after being Established.
+    pub flaps: u32,
+}
+
+fn state_name(s: SessionState) -> &'static str {
+    match s {
+        SessionState::Idle => "Idle",
+        SessionState::Connect => "Connect",
+        SessionState::Active => "Active",
+        SessionState::OpenSent => "OpenSent",
+        SessionState::OpenConfirm => "OpenConfirm",
+        SessionState::Established => "Established",
+    }
+}
+
+#[derive(Debug, Default)]
+struct Board {
+    routing_bgp: bool,
+    note: Option<String>,
+    speaker: Option<(Handle, SpeakerSettings, BTreeMap<IpAddr, WantedPeer>)>,
+    originated: usize,
+    learned: usize,
+}
+
+/// Shared between the agent loop, which updates it, and the HTTP thread, which reports it.
+#[derive(Debug)]
+pub struct StatusBoard {
+    node: String,
+    board: Mutex<Board>,
+}
+
+impl StatusBoard {
+    /// An empty board for `node` (datastore routing, no speaker).
+    pub fn new(node: impl Into<String>) -> Self {
+        Self {
+            node: node.into(),
+            board: Mutex::new(Board::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Board> {
+        self.board.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_mode(&self, bgp: bool, note: Option<String>) {
+        let mut b = self.lock();
+        b.routing_bgp = bgp;
+        b.note = note;
+    }
+
+    pub(crate) fn set_speaker(
+        &self,
+        speaker: Option<(Handle, SpeakerSettings, BTreeMap<IpAddr, WantedPeer>)>,
+    ) {
+        self.lock().speaker = speaker;
+    }
+
+    pub(crate) fn set_counts(&self, originated: usize, learned: usize) {
+        let mut b = self.lock();
+        b.originated = originated;
+        b.learned = learned;
+    }
+
+    /// The status now (asks the speaker, on the caller's runtime).
+    pub async fn report(&self) -> NodeStatus {
+        let (bgp_mode, note, speaker, originated, learned) = {
+            let b = self.lock();
+            (
+                b.routing_bgp,
+                b.note.clone(),
+                b.speaker.clone(),
+                b.originated,
+                b.learned,
+            )
+        };
+        let mut note = note;
+        let bgp = match speaker {
+            None => None,
+            Some((handle, settings, wanted)) => {
+                let statuses = match tokio::time::timeout(ASK_TIMEOUT, handle.status()).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(err)) => {
+                        note = Some(err.to_string());
+                        Vec::new()
+                    }
+                    Err(_) => {
+                        note = Some("the BGP speaker did not answer in time".to_owned());
+                        Vec::new()
+                    }
+                };
+                let now = std::time::Instant::now();
+                let peers = statuses
+                    .into_iter()
+                    .map(|s| {
+                        let w = wanted.get(&s.addr);
+                        PeerReport {
+                            name: w.map_or_else(|| s.addr.to_string(), |w| w.name.clone()),
+                            address: s.addr,
+                            asn: s.asn,
+                            kind: w.map_or(PeerKind::Global, |w| w.kind),
+                            state: state_name(s.state).to_owned(),
+                            since_secs: now.saturating_duration_since(s.since).as_secs(),
+                            router_id: s.router_id.map(|r| r.to_string()),
+                            prefixes_received: s.prefixes_received,
+                            prefixes_advertised: s.prefixes_advertised,
+                            last_error: s.last_error.map(|e| e.to_string()),
+                            disabled: s.disabled.map(|e| e.to_string()),
+                            flaps: s.flaps,
+                        }
+                    })
+                    .collect();
+                Some(BgpStatus {
+                    asn: settings.asn,
+                    router_id: settings.router_id.to_string(),
+                    cluster_id: settings.cluster_id.map(|c| c.to_string()),
+                    listen: settings.listen.to_string(),
+                    originated,
+                    learned,
+                    peers,
+                })
+            }
+        };
+        NodeStatus {
+            node: self.node.clone(),
+            routing: if bgp_mode { "bgp" } else { "datastore" }.to_owned(),
+            note,
+            bgp,
+        }
+    }
+}

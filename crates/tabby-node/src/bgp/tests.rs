@@ -1,0 +1,241 @@
+//! Two agents' BGP parts in one process, on loopback addresses (no root needed): the full
+//! path from the engine's routes through real sessions to the other dataplane's routes. The
+//! kernel end is the fake netlink; the namespace test in the `tabby` crate covers the kernel.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use tabby_calc::RouteOut;
+use tabby_dataplane::{Config, FakeNetlink};
+use tabby_model::{LoadOptions, load};
+
+use super::*;
+use crate::test_support::SharedNft;
+
+/// A port free right now (the listener is closed again; good enough on loopback).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn inputs(yaml: &str) -> BgpInputs {
+    let mut i = BgpInputs::default();
+    for l in load(yaml, "test", &LoadOptions::default()).expect("loads") {
+        i.upsert(&l.resource);
+    }
+    i
+}
+
+fn cluster(port_a: u16, port_b: u16) -> String {
+    format!(
+        r"
+apiVersion: v1
+kind: List
+items:
+- {{apiVersion: projectcalico.org/v3, kind: Node, metadata: {{name: a}}, spec: {{bgp: {{ipv4Address: 127.0.0.1/8}}}}}}
+- {{apiVersion: projectcalico.org/v3, kind: Node, metadata: {{name: b}}, spec: {{bgp: {{ipv4Address: 127.0.0.2/8}}}}}}
+- {{apiVersion: projectcalico.org/v3, kind: BGPConfiguration, metadata: {{name: node.a}}, spec: {{listenPort: {port_a}}}}}
+- {{apiVersion: projectcalico.org/v3, kind: BGPConfiguration, metadata: {{name: node.b}}, spec: {{listenPort: {port_b}}}}}
+"
+    )
+}
+
+fn local(dst: &str, iface: &str) -> Delta {
+    Delta::RouteUpdated(RouteOut {
+        dst: dst.parse().expect("net"),
+        target: RouteTarget::Local {
+            interface: iface.to_owned(),
+        },
+    })
+}
+
+fn remote(dst: &str, via: &str) -> Delta {
+    Delta::RouteUpdated(RouteOut {
+        dst: dst.parse().expect("net"),
+        target: RouteTarget::Remote {
+            node: "x".to_owned(),
+            via: via.parse().expect("ip"),
+        },
+    })
+}
+
+struct Side {
+    bgp: Bgp,
+    board: Arc<StatusBoard>,
+    dp: Dataplane<FakeNetlink>,
+    netlink: FakeNetlink,
+}
+
+fn side(host: &str, mode: Routing, ifaces: &[&str]) -> Side {
+    let board = Arc::new(StatusBoard::new(host));
+    let netlink = FakeNetlink::new();
+    for i in ifaces {
+        netlink.add_link(i);
+    }
+    Side {
+        bgp: Bgp::new(host, mode, board.clone()),
+        board,
+        dp: Dataplane::new(
+            Config::default(),
+            Box::new(SharedNft::default()),
+            netlink.clone(),
+        ),
+        netlink,
+    }
+}
+
+/// The kernel's routes as `dst via gateway` / `dst dev iface` lines.
+fn kernel(n: &FakeNetlink) -> Vec<String> {
+    n.state()
+        .routes
+        .values()
+        .map(|r| match (&r.gateway, &r.dev) {
+            (Some(g), _) => format!("{} via {g}", r.dst),
+            (None, Some(d)) => format!("{} dev {d}", r.dst),
+            (None, None) => r.dst.to_string(),
+        })
+        .collect()
+}
+
+/// Steps both sides (reconcile and write) until `done`, failing after `limit`.
+fn until(
+    rt: &tokio::runtime::Runtime,
+    sides: &mut [&mut Side],
+    inputs: &BgpInputs,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&[&mut Side]) -> bool,
+) {
+    let start = Instant::now();
+    loop {
+        for s in sides.iter_mut() {
+            s.bgp.reconcile(inputs, &mut s.dp);
+            rt.block_on(s.dp.sync()).expect("fake writes succeed");
+        }
+        if done(sides) {
+            return;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn two_nodes_learn_each_others_workload_routes_and_bgp_replaces_datastore_routes() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let inputs = inputs(&cluster(free_port(), free_port()));
+    let mut a = side("a", Routing::Auto, &["tba"]);
+    let mut b = side("b", Routing::Bgp, &["tbb"]);
+    let a_deltas = [
+        local("10.70.0.1/32", "tba"),
+        remote("10.70.1.1/32", "10.9.9.8"),
+    ];
+    a.bgp.observe(&a_deltas, true);
+    a.dp.apply(&a_deltas);
+    // b's engine also has a datastore route to a's workload; under BGP it is not programmed.
+    let b_deltas = [
+        local("10.70.1.1/32", "tbb"),
+        remote("10.70.0.1/32", "10.9.9.9"),
+    ];
+    b.bgp.observe(&b_deltas, true);
+    b.dp.apply(&b_deltas);
+
+    until(
+        &rt,
+        &mut [&mut a, &mut b],
+        &inputs,
+        Duration::from_secs(30),
+        "each side to learn the other's workload",
+        |s| {
+            kernel(&s[0].netlink).contains(&"10.70.1.1/32 via 127.0.0.2".to_owned())
+                && kernel(&s[1].netlink).contains(&"10.70.0.1/32 via 127.0.0.1".to_owned())
+        },
+    );
+    assert!(a.bgp.running() && b.bgp.running());
+    assert_eq!(
+        kernel(&b.netlink),
+        ["10.70.0.1/32 via 127.0.0.1", "10.70.1.1/32 dev tbb"],
+        "the learned route, not the datastore's"
+    );
+    let report = rt.block_on(a.board.report());
+    assert_eq!(report.routing, "bgp");
+    let bgp = report.bgp.expect("speaker status");
+    assert_eq!((bgp.asn, bgp.originated, bgp.learned), (64512, 1, 1));
+    let peer = &bgp.peers[0];
+    assert_eq!(
+        (peer.name.as_str(), peer.kind, peer.state.as_str()),
+        ("Mesh_127_0_0_2", PeerKind::Mesh, "Established")
+    );
+    assert_eq!((peer.prefixes_received, peer.prefixes_advertised), (1, 1));
+
+    // The workload on a goes: its route is withdrawn from b's kernel.
+    a.bgp.observe(
+        &[Delta::RouteRemoved("10.70.0.1/32".parse().expect("net"))],
+        false,
+    );
+    until(
+        &rt,
+        &mut [&mut a, &mut b],
+        &inputs,
+        Duration::from_secs(30),
+        "the withdrawal",
+        |s| {
+            !kernel(&s[1].netlink)
+                .iter()
+                .any(|r| r.starts_with("10.70.0.1/32"))
+        },
+    );
+
+    // Node a loses spec.bgp: under Auto its speaker stops and its learned routes go (the
+    // engine's remote routes are programmed instead, once datastore routing programs them).
+    let mut changed = inputs.clone();
+    changed.upsert(
+        &load(
+            "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: a}\nspec: {}\n",
+            "t",
+            &LoadOptions::default(),
+        )
+        .expect("loads")[0]
+            .resource,
+    );
+    until(
+        &rt,
+        &mut [&mut a],
+        &changed,
+        Duration::from_secs(5),
+        "datastore routing on a",
+        |s| !s[0].bgp.running() && !kernel(&s[0].netlink).iter().any(|r| r.contains("via 127.")),
+    );
+    assert!(kernel(&a.netlink).contains(&"10.70.0.1/32 dev tba".to_owned()));
+    assert_eq!(rt.block_on(a.board.report()).routing, "datastore");
+}
+
+#[test]
+fn without_spec_bgp_auto_means_datastore_and_explicit_bgp_says_why_it_cannot_run() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let inputs =
+        inputs("apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: plain}\nspec: {}\n");
+    let mut auto = side("plain", Routing::Auto, &[]);
+    auto.bgp.reconcile(&inputs, &mut auto.dp);
+    assert!(!auto.bgp.running());
+    let r = rt.block_on(auto.board.report());
+    assert_eq!(
+        (r.routing.as_str(), r.note, r.bgp),
+        ("datastore", None, None)
+    );
+
+    let mut forced = side("plain", Routing::Bgp, &[]);
+    forced.bgp.reconcile(&inputs, &mut forced.dp);
+    assert!(!forced.bgp.running());
+    let r = rt.block_on(forced.board.report());
+    assert_eq!(r.routing, "bgp");
+    assert_eq!(r.note.as_deref(), Some("Node \"plain\" has no spec.bgp"));
+}
