@@ -106,6 +106,70 @@ Examples:
     /// The per-host agent: program this host's dataplane from the datastore.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Workload addresses: usage per pool and block, consistency checks, manual release.
+    #[command(subcommand)]
+    Ipam(IpamCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum IpamCommand {
+    /// Show address usage per pool (and per block), or everything about one address.
+    #[command(after_help = "\
+Examples:
+  tabby ipam show                          pools: size, addresses in use, blocks
+  tabby ipam show --show-blocks            also every block: its node and usage
+  tabby ipam show --ip 10.244.0.5          pool, block, node, handle and owner of one address
+  tabby ipam show -o json")]
+    Show {
+        /// Only this address.
+        #[arg(long, value_name = "IP")]
+        ip: Option<std::net::IpAddr>,
+        /// List the blocks as well.
+        #[arg(long)]
+        show_blocks: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: IpamOutput,
+    },
+    /// Look for leaked addresses, blocks of nodes that are gone, and conflicts; exit status 1
+    /// when anything is found.
+    #[command(after_help = "\
+Leaked: an allocation whose workload endpoint is gone or does not hold the address (release it
+with `tabby ipam release --ip X --sequence N`, N as shown, so that an address reused meanwhile
+is not freed). Orphaned block: affine to a node with no Node resource. Conflicts: overlapping
+blocks, an address in two endpoints, an endpoint address IPAM does not know, records that
+disagree.
+
+Examples:
+  tabby ipam check
+  tabby ipam check -o json")]
+    Check {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: IpamOutput,
+    },
+    /// Free one address.
+    #[command(after_help = "\
+Examples:
+  tabby ipam release --ip 10.244.0.5
+  tabby ipam release --ip 10.244.0.5 --sequence 12     only if it is still that allocation")]
+    Release {
+        /// The address.
+        #[arg(long, value_name = "IP")]
+        ip: std::net::IpAddr,
+        /// Release only if the allocation still has this sequence number (from `show --ip`
+        /// or `check`).
+        #[arg(long, value_name = "N")]
+        sequence: Option<u64>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum IpamOutput {
+    /// Aligned columns.
+    Table,
+    /// JSON.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,6 +3,7 @@
 
 mod cli;
 mod input;
+mod ipam;
 mod node;
 mod output;
 mod policy;
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         Command::Selector(cmd) => selector::run(cmd),
         Command::Policy(cmd) => policy::run(cli.datastore.as_deref(), cmd),
         Command::Node(cmd) => node::run(cli.datastore.as_deref(), cmd),
+        Command::Ipam(cmd) => ipam::run(cli.datastore.as_deref(), cmd),
         cmd => resources::run(&cli, cmd),
     };
     match result {
