@@ -14,6 +14,8 @@ declare -A needs=(
   [gobgp]=gobgpd
   [nft]=nftables      # tabby-dataplane writes its table with nft -f; its root tests run it
   [ip]=iproute2       # tabby-dataplane root tests (namespaces under /run/netns)
+  [podman]=podman     # CNI plugin tests: podman (CNI backend) as the real runtime
+  [runc]=runc         # podman's OCI runtime here (crun refuses hybrid cgroups)
 )
 
 missing=()
@@ -22,6 +24,10 @@ for cmd in "${!needs[@]}"; do
   # One package can provide several commands; ask for it once.
   [[ " ${missing[*]} " == *" ${needs[$cmd]} "* ]] || missing+=("${needs[$cmd]}")
 done
+# The podman tests copy /bin/busybox into a container rootfs, so it must be the static build.
+if ! { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; }; then
+  missing+=(busybox-static)
+fi
 # libc headers are not a command; check the file.
 [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
 

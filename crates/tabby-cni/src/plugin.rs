@@ -1,0 +1,648 @@
+//! What tabby does for each CNI command: the network plugin (`type: tabby`: addresses from
+//! the IPAM, the veth, the WorkloadEndpoint) and the IPAM plugin (`type: tabby-ipam`:
+//! addresses only, for other network plugins).
+
+mod identity;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+use tabby_ipam::records::{HANDLE_KIND, Handle};
+use tabby_ipam::{AssignIpRequest, AssignRequest, Assigned, Ipam, IpamError};
+use tabby_model::node::{EndpointPort, WorkloadEndpointSpec};
+use tabby_model::{Kind, Object, ObjectMeta, Resource, stored};
+use tabby_store::{Datastore, Key, Op, StoreError};
+
+pub use self::identity::Identity;
+use crate::config::TabbyConf;
+use crate::plumbing::{Plumbing, WorkloadPlumb};
+use crate::protocol::{CniError, Invocation, NetConf, Plugin, code};
+use crate::result::{CniResult, Interface, IpConfig, RouteConfig};
+
+/// Which of the two plugin types this binary is serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `tabby`: the whole workload.
+    Network,
+    /// `tabby-ipam`: addresses only.
+    Ipam,
+}
+
+/// Opens a datastore from its URL (the binary passes `tabby_store::open`).
+pub type StoreOpener<'a> = &'a dyn Fn(&str) -> Result<Box<dyn Datastore>, StoreError>;
+
+/// The tabby CNI plugin with what it needs from its host.
+pub struct TabbyPlugin<'a> {
+    /// Network or IPAM.
+    pub mode: Mode,
+    /// Opens the datastore.
+    pub open_store: StoreOpener<'a>,
+    /// The datastore URL when the configuration names none (`TABBY_DATASTORE` or tabby's
+    /// default).
+    pub default_datastore: String,
+    /// The node name when the configuration names none (the host name).
+    pub hostname: String,
+    /// The kernel side.
+    pub plumbing: &'a dyn Plumbing,
+}
+
+impl std::fmt::Debug for TabbyPlugin<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TabbyPlugin")
+            .field("mode", &self.mode)
+            .field("hostname", &self.hostname)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps an IPAM failure to the CNI code a runtime acts on.
+fn ipam_error(e: IpamError) -> CniError {
+    let c = match &e {
+        IpamError::Store(_) | IpamError::Contended { .. } => code::TRY_AGAIN_LATER,
+        IpamError::NoPool { .. } | IpamError::Exhausted { .. } => code::NO_ADDRESS,
+        IpamError::OutsidePools { .. }
+        | IpamError::Reserved { .. }
+        | IpamError::AlreadyAllocated { .. } => code::BAD_ADDRESS,
+        IpamError::BadPool { .. } => code::INVALID_NETWORK_CONFIG,
+        IpamError::BadSequence { .. } | IpamError::Corrupt { .. } => code::INTERNAL,
+    };
+    CniError::new(c, e.to_string())
+}
+
+fn store_error(url: &str, e: &StoreError) -> CniError {
+    CniError::new(
+        code::TRY_AGAIN_LATER,
+        format!("datastore {url} is not usable: {e}"),
+    )
+}
+
+/// Everything one command works with.
+struct Call<'p> {
+    conf: TabbyConf,
+    store: Box<dyn Datastore>,
+    url: String,
+    node: String,
+    plumbing: &'p dyn Plumbing,
+}
+
+impl TabbyPlugin<'_> {
+    fn open(&self, conf: &NetConf) -> Result<Call<'_>, CniError> {
+        let tconf = TabbyConf::parse(conf)?;
+        if self.mode == Mode::Network && tconf.ipam.plugin_type != "tabby-ipam" {
+            return Err(CniError::new(
+                code::UNSUPPORTED_FIELD,
+                format!(
+                    "unsupported field ipam.type = {:?}: the tabby network plugin works with \"tabby-ipam\"",
+                    tconf.ipam.plugin_type
+                ),
+            ));
+        }
+        let url = tconf
+            .datastore
+            .clone()
+            .unwrap_or_else(|| self.default_datastore.clone());
+        let store = (self.open_store)(&url).map_err(|e| store_error(&url, &e))?;
+        let node = tconf
+            .nodename
+            .clone()
+            .unwrap_or_else(|| self.hostname.clone());
+        Ok(Call {
+            conf: tconf,
+            store,
+            url,
+            node,
+            plumbing: self.plumbing,
+        })
+    }
+}
+
+impl Call<'_> {
+    fn ipam(&self) -> Ipam<'_> {
+        Ipam::new(self.store.as_ref())
+    }
+
+    /// Reads a stored resource of `kind`, if present and decodable.
+    fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Option<Resource>, CniError> {
+        let key = Key::new(kind.info().store_name, namespace, name);
+        let entry = self
+            .store
+            .get(&key)
+            .map_err(|e| store_error(&self.url, &e))?;
+        Ok(entry.and_then(|e| stored::decode(&e.key.kind, &e.value, e.mod_revision).ok()))
+    }
+
+    /// Takes the workload's addresses: the ones asked for (`IP` in `CNI_ARGS`, or the
+    /// `ips` runtime capability), else one per enabled family. On failure, what was taken in
+    /// this call is given back.
+    fn assign(
+        &self,
+        inv: &Invocation,
+        conf: &NetConf,
+        id: &Identity,
+        namespace_labels: Option<BTreeMap<String, String>>,
+    ) -> Result<Vec<Assigned>, CniError> {
+        let requested = requested_ips(inv, conf)?;
+        let mut attrs = BTreeMap::from([
+            ("node".to_owned(), self.node.clone()),
+            ("containerID".to_owned(), inv.container_id.clone()),
+        ]);
+        if id.is_k8s {
+            attrs.insert("namespace".to_owned(), id.namespace.clone());
+            attrs.insert("pod".to_owned(), id.pod.clone());
+        }
+        attrs.insert(
+            "workloadEndpoint".to_owned(),
+            format!("{}/{}", id.namespace, id.wep_name),
+        );
+        let ipam = self.ipam();
+        let mut taken: Vec<Assigned> = Vec::new();
+        let result = (|| {
+            if requested.is_empty() {
+                let families = [
+                    (4u8, self.conf.ipam.assign_ipv4, &self.conf.ipam.ipv4_pools),
+                    (6u8, self.conf.ipam.assign_ipv6, &self.conf.ipam.ipv6_pools),
+                ];
+                for (family, on, pools) in families {
+                    if !on {
+                        continue;
+                    }
+                    taken.push(ipam.auto_assign(&AssignRequest {
+                        handle: id.handle.clone(),
+                        node: self.node.clone(),
+                        family,
+                        attrs: attrs.clone(),
+                        pools: pools.clone(),
+                        namespace_labels: namespace_labels.clone(),
+                    })?);
+                }
+            } else {
+                for ip in requested {
+                    taken.push(ipam.assign_ip(&AssignIpRequest {
+                        ip: Some(ip),
+                        handle: id.handle.clone(),
+                        node: self.node.clone(),
+                        attrs: attrs.clone(),
+                    })?);
+                }
+            }
+            Ok::<(), IpamError>(())
+        })();
+        if let Err(e) = result {
+            self.give_back(&taken);
+            return Err(ipam_error(e));
+        }
+        Ok(taken)
+    }
+
+    /// Releases addresses taken earlier in this call (best effort: the error being reported
+    /// matters more).
+    fn give_back(&self, taken: &[Assigned]) {
+        for a in taken {
+            if let Err(e) = self.ipam().release_ip(a.ip, None) {
+                tracing::warn!(ip = %a.ip, error = %e, "could not give back an address after a failed ADD");
+            }
+        }
+    }
+}
+
+/// Addresses the runtime asked for: `IP=a,b` in `CNI_ARGS` (podman `--ip`), or the `ips`
+/// capability in `runtimeConfig`.
+fn requested_ips(inv: &Invocation, conf: &NetConf) -> Result<Vec<IpAddr>, CniError> {
+    let mut out = Vec::new();
+    let bad = |what: &str, v: &str| {
+        CniError::new(
+            code::INVALID_ENV,
+            format!("{what}: {v:?} is not an IP address"),
+        )
+    };
+    if let Some(list) = inv.args.get("IP") {
+        for s in list.split(',').filter(|s| !s.is_empty()) {
+            out.push(s.parse().map_err(|_| bad("CNI_ARGS IP", s))?);
+        }
+    }
+    if let Some(ips) = conf
+        .raw
+        .get("runtimeConfig")
+        .and_then(|r| r.get("ips"))
+        .and_then(serde_json::Value::as_array)
+    {
+        for v in ips {
+            let s = v.as_str().unwrap_or_default();
+            let addr = s.split('/').next().unwrap_or_default();
+            let ip: IpAddr = addr.parse().map_err(|_| bad("runtimeConfig.ips", s))?;
+            if !out.contains(&ip) {
+                out.push(ip);
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Plugin for TabbyPlugin<'_> {
+    fn add(&self, inv: &Invocation, conf: &NetConf) -> Result<CniResult, CniError> {
+        let call = self.open(conf)?;
+        let id = Identity::of(inv, &conf.name);
+        if self.mode == Mode::Network && !self.plumbing.netns_exists(Path::new(&inv.netns)) {
+            return Err(CniError::new(
+                code::UNKNOWN_CONTAINER,
+                format!("network namespace {} does not exist", inv.netns),
+            ));
+        }
+        let pod = if id.is_k8s {
+            call.get(Kind::Pod, &id.namespace, &id.pod)?
+        } else {
+            None
+        };
+        let namespace_labels = if id.is_k8s {
+            call.get(Kind::Namespace, "", &id.namespace)?
+                .map(|n| n.meta().labels.clone())
+        } else {
+            None
+        };
+        let taken = call.assign(inv, conf, &id, namespace_labels)?;
+        if self.mode == Mode::Ipam {
+            return Ok(CniResult {
+                ips: taken
+                    .iter()
+                    .map(|a| IpConfig {
+                        interface: None,
+                        address: format!("{}/{}", a.ip, a.block.prefix_len()),
+                        gateway: None,
+                    })
+                    .collect(),
+                ..CniResult::default()
+            });
+        }
+        let addresses: Vec<IpAddr> = taken.iter().map(|a| a.ip).collect();
+        let plumb = WorkloadPlumb {
+            host_interface: &id.host_interface,
+            netns: Path::new(&inv.netns),
+            ifname: &inv.ifname,
+            addresses: &addresses,
+            mtu: call.conf.mtu,
+        };
+        let mac = match self.plumbing.add(&plumb) {
+            Ok(mac) => mac,
+            Err(e) => {
+                call.give_back(&taken);
+                return Err(CniError::new(
+                    code::PLUMBING,
+                    format!("plumbing {}: {e}", id.host_interface),
+                ));
+            }
+        };
+        let wep = endpoint(
+            inv,
+            &id,
+            &call.node,
+            &addresses,
+            mac.as_deref(),
+            pod.as_ref(),
+        );
+        let s = stored::encode(&wep);
+        let written = call.store.commit(&[Op::Put {
+            key: Key::new(s.kind, s.namespace, s.name),
+            value: s.json,
+        }]);
+        if let Err(e) = written {
+            let _ = self.plumbing.del(&id.host_interface);
+            call.give_back(&taken);
+            return Err(store_error(&call.url, &e));
+        }
+        tracing::info!(workload = %id.wep_name, namespace = %id.namespace, interface = %id.host_interface, ?addresses, "workload added");
+        Ok(result(inv, &id, &addresses, mac, call.conf.mtu))
+    }
+
+    fn del(&self, inv: &Invocation, conf: &NetConf) -> Result<(), CniError> {
+        let call = self.open(conf)?;
+        let id = Identity::of(inv, &conf.name);
+        if self.mode == Mode::Network {
+            // The interface first, so the address is unreachable before it can be reused.
+            self.plumbing
+                .del(&id.host_interface)
+                .map_err(|e| CniError::new(code::PLUMBING, e))?;
+            delete_endpoint(&call, &id, &inv.container_id)?;
+        }
+        let freed = call.ipam().release_handle(&id.handle).map_err(ipam_error)?;
+        tracing::info!(workload = %id.wep_name, ?freed, "workload deleted");
+        Ok(())
+    }
+
+    fn check(&self, inv: &Invocation, conf: &NetConf) -> Result<(), CniError> {
+        let call = self.open(conf)?;
+        let id = Identity::of(inv, &conf.name);
+        let fail = |msg: String| CniError::new(code::INTERNAL, msg);
+        let held = handle_ips(&call, &id.handle)?;
+        if held.is_empty() {
+            return Err(fail(format!("handle {} holds no address", id.handle)));
+        }
+        if let Some(prev) = conf.prev_result()? {
+            for ip in prev.addresses() {
+                if !held.contains(&ip) {
+                    return Err(fail(format!(
+                        "{ip} of prevResult is not held by {}",
+                        id.handle
+                    )));
+                }
+            }
+        }
+        if self.mode == Mode::Ipam {
+            return Ok(());
+        }
+        let wep = call.get(Kind::WorkloadEndpoint, &id.namespace, &id.wep_name)?;
+        let Some(Resource::WorkloadEndpoint(w)) = wep else {
+            return Err(fail(format!(
+                "workload endpoint {}/{} does not exist",
+                id.namespace, id.wep_name
+            )));
+        };
+        if w.spec.container_id.as_deref() != Some(inv.container_id.as_str()) {
+            return Err(fail(format!(
+                "workload endpoint {}/{} belongs to container {:?}",
+                id.namespace, id.wep_name, w.spec.container_id
+            )));
+        }
+        self.plumbing
+            .check(&WorkloadPlumb {
+                host_interface: &id.host_interface,
+                netns: Path::new(&inv.netns),
+                ifname: &inv.ifname,
+                addresses: &held,
+                mtu: call.conf.mtu,
+            })
+            .map_err(fail)
+    }
+
+    fn status(&self, _inv: &Invocation, conf: &NetConf) -> Result<(), CniError> {
+        let call = self
+            .open(conf)
+            .map_err(|e| CniError::new(code::NOT_AVAILABLE, e.msg))?;
+        let usage = call
+            .ipam()
+            .usage()
+            .map_err(|e| CniError::new(code::NOT_AVAILABLE, e.to_string()))?;
+        if !usage.pools.iter().any(|p| !p.disabled) {
+            return Err(CniError::new(
+                code::NOT_AVAILABLE,
+                "no enabled IP pool: create one (tabby apply -f pool.yaml)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn gc(
+        &self,
+        _inv: &Invocation,
+        conf: &NetConf,
+        valid: &[(String, String)],
+    ) -> Result<(), CniError> {
+        let call = self.open(conf)?;
+        let prefix = format!("{}.", conf.name);
+        let handles = call
+            .store
+            .list(Some(HANDLE_KIND), None)
+            .map_err(|e| store_error(&call.url, &e))?;
+        let mut errors = Vec::new();
+        for e in &handles.entries {
+            let Some(rest) = e.key.name.strip_prefix(&prefix) else {
+                continue;
+            };
+            let (cid, ifname) = match rest.split_once('.') {
+                Some((c, i)) => (c, i),
+                None => (rest, "eth0"),
+            };
+            if valid.iter().any(|(c, i)| c == cid && i == ifname) {
+                continue;
+            }
+            let attachment = Invocation {
+                container_id: cid.to_owned(),
+                ifname: ifname.to_owned(),
+                ..Invocation::default()
+            };
+            // The handle's allocations say which endpoint it was.
+            if self.mode == Mode::Network
+                && let Err(err) = gc_endpoint(&call, &attachment, &e.key.name)
+            {
+                errors.push(err.msg);
+            }
+            if let Err(err) = call.ipam().release_handle(&e.key.name) {
+                errors.push(err.to_string());
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(CniError::new(code::INTERNAL, errors.join("; ")))
+        }
+    }
+}
+
+/// The addresses a handle holds.
+fn handle_ips(call: &Call<'_>, handle: &str) -> Result<Vec<IpAddr>, CniError> {
+    let key = Key::new(HANDLE_KIND, "", handle);
+    let Some(e) = call
+        .store
+        .get(&key)
+        .map_err(|e| store_error(&call.url, &e))?
+    else {
+        return Ok(Vec::new());
+    };
+    let h: Handle = serde_json::from_str(&e.value)
+        .map_err(|err| CniError::new(code::INTERNAL, format!("{key}: {err}")))?;
+    let mut ips = Vec::new();
+    for cidr in h.blocks.keys() {
+        let Ok(net) = cidr.parse::<ipnet::IpNet>() else {
+            continue;
+        };
+        let bkey = tabby_ipam::records::block_key(net);
+        if let Some(b) = call
+            .store
+            .get(&bkey)
+            .map_err(|e| store_error(&call.url, &e))?
+        {
+            let block: tabby_ipam::records::Block = serde_json::from_str(&b.value)
+                .map_err(|err| CniError::new(code::INTERNAL, format!("{bkey}: {err}")))?;
+            ips.extend(block.ips_of(handle));
+        }
+    }
+    Ok(ips)
+}
+
+/// Removes the endpoint and interface of a stale attachment found by GC.
+fn gc_endpoint(call: &Call<'_>, inv: &Invocation, handle: &str) -> Result<(), CniError> {
+    let ips = handle_ips(call, handle)?;
+    let Some(ip) = ips.first() else {
+        return Ok(());
+    };
+    let info = call.ipam().lookup(*ip).map_err(ipam_error)?;
+    let Some((ns, name)) = info
+        .attrs
+        .get("workloadEndpoint")
+        .and_then(|w| w.split_once('/'))
+    else {
+        return Ok(());
+    };
+    if let Some(Resource::WorkloadEndpoint(w)) = call.get(Kind::WorkloadEndpoint, ns, name)? {
+        call.plumbing
+            .del(&w.spec.interface_name)
+            .map_err(|e| CniError::new(code::PLUMBING, e))?;
+    }
+    let id = Identity {
+        namespace: ns.to_owned(),
+        wep_name: name.to_owned(),
+        ..Identity::default()
+    };
+    delete_endpoint(call, &id, &inv.container_id)
+}
+
+/// Deletes the workload endpoint if it is this container's (a newer pod of the same name
+/// keeps its own).
+fn delete_endpoint(call: &Call<'_>, id: &Identity, container_id: &str) -> Result<(), CniError> {
+    let key = Key::new(
+        Kind::WorkloadEndpoint.info().store_name,
+        &id.namespace,
+        &id.wep_name,
+    );
+    let Some(entry) = call
+        .store
+        .get(&key)
+        .map_err(|e| store_error(&call.url, &e))?
+    else {
+        return Ok(());
+    };
+    let ours = match stored::decode(&entry.key.kind, &entry.value, entry.mod_revision) {
+        Ok(Resource::WorkloadEndpoint(w)) => w
+            .spec
+            .container_id
+            .as_deref()
+            .is_none_or(|c| c == container_id),
+        _ => true,
+    };
+    if !ours {
+        return Ok(());
+    }
+    match call.store.delete(&key, Some(entry.mod_revision)) {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.root(), StoreError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(store_error(&call.url, &e)),
+    }
+}
+
+/// The WorkloadEndpoint for a workload: labels, service account and named ports from its Pod
+/// when the datastore has it.
+fn endpoint(
+    inv: &Invocation,
+    id: &Identity,
+    node: &str,
+    addresses: &[IpAddr],
+    mac: Option<&str>,
+    pod: Option<&Resource>,
+) -> Resource {
+    let mut labels = BTreeMap::new();
+    let mut service_account = None;
+    let mut ports = Vec::new();
+    if let Some(Resource::Pod(p)) = pod {
+        labels.clone_from(&p.metadata.labels);
+        service_account.clone_from(&p.spec.service_account_name);
+        for c in &p.spec.containers {
+            for port in &c.ports {
+                if let Some(name) = &port.name {
+                    ports.push(EndpointPort {
+                        name: name.clone(),
+                        protocol: port
+                            .protocol
+                            .clone()
+                            .map(tabby_model::values::IntOrString::String),
+                        port: port.container_port,
+                        ..EndpointPort::default()
+                    });
+                }
+            }
+        }
+    }
+    let sa = service_account
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
+    let profiles = if id.is_k8s {
+        vec![
+            format!("kns.{}", id.namespace),
+            format!("ksa.{}.{sa}", id.namespace),
+        ]
+    } else {
+        Vec::new()
+    };
+    Resource::WorkloadEndpoint(Object {
+        metadata: ObjectMeta {
+            name: id.wep_name.clone(),
+            namespace: Some(id.namespace.clone()),
+            labels,
+            ..ObjectMeta::default()
+        },
+        spec: WorkloadEndpointSpec {
+            orchestrator: Some(if id.is_k8s { "k8s" } else { "cni" }.to_owned()),
+            workload: None,
+            node: node.to_owned(),
+            container_id: Some(inv.container_id.clone()),
+            pod: Some(id.pod.clone()),
+            endpoint: Some(inv.ifname.clone()),
+            service_account_name: service_account,
+            ip_networks: addresses
+                .iter()
+                .map(|ip| ipnet::IpNet::from(*ip).to_string())
+                .collect(),
+            profiles,
+            interface_name: id.host_interface.clone(),
+            mac: mac.map(str::to_owned),
+            ports,
+            ..WorkloadEndpointSpec::default()
+        },
+        status: None,
+    })
+}
+
+/// The ADD result: host side, workload side, the /32 (/128) addresses, default routes.
+fn result(
+    inv: &Invocation,
+    id: &Identity,
+    addresses: &[IpAddr],
+    mac: Option<String>,
+    mtu: Option<u32>,
+) -> CniResult {
+    let mut routes = Vec::new();
+    if addresses.iter().any(IpAddr::is_ipv4) {
+        routes.push(RouteConfig::default_v4());
+    }
+    if addresses.iter().any(IpAddr::is_ipv6) {
+        routes.push(RouteConfig::default_v6());
+    }
+    CniResult {
+        interfaces: vec![
+            Interface {
+                name: id.host_interface.clone(),
+                mac: Some("ee:ee:ee:ee:ee:ee".to_owned()),
+                ..Interface::default()
+            },
+            Interface {
+                name: inv.ifname.clone(),
+                mac,
+                mtu,
+                sandbox: Some(inv.netns.clone()),
+                ..Interface::default()
+            },
+        ],
+        ips: addresses
+            .iter()
+            .map(|ip| IpConfig {
+                interface: Some(1),
+                address: ipnet::IpNet::from(*ip).to_string(),
+                gateway: None,
+            })
+            .collect(),
+        routes,
+        ..CniResult::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;
