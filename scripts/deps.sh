@@ -12,6 +12,7 @@ declare -A needs=(
   [birdc]=bird2
   [gobgpd]=gobgpd     # tabby-bgp interop tests: GoBGP (ships gobgpd and the gobgp CLI)
   [gobgp]=gobgpd
+  [vtysh]=frr         # tabby-bgp interop tests: FRR's bgpd (run standalone, no zebra)
   [nft]=nftables      # tabby-dataplane writes its table with nft -f; its root tests run it
   [ip]=iproute2       # tabby-dataplane root tests (namespaces under /run/netns)
   [podman]=podman     # CNI plugin tests: podman (CNI backend) as the real runtime

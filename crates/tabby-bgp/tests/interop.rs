@@ -1,11 +1,12 @@
-//! tabby's speaker against real BGP daemons from Debian's packages (GoBGP, BIRD 2), each in its
-//! own pair of network namespaces: sessions reach Established, routes flow both ways, and
-//! withdrawals propagate. Needs root (CI runs as root; elsewhere the tests say they skipped).
+//! tabby's speaker against real BGP daemons from Debian's packages (GoBGP, BIRD 2, FRR), each
+//! in its own pair of network namespaces: sessions reach Established, routes flow both ways,
+//! and withdrawals propagate. Needs root (CI runs as root; elsewhere the tests say they skipped).
 
 #[path = "interop/netns.rs"]
 mod netns;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -331,4 +332,212 @@ protocol bgp tabby {{
         })
         .await;
     });
+}
+
+// ===== FRR =====
+
+/// FRR's private runtime folder (`-N <name>`), owned by user frr as bgpd needs; removed on drop.
+struct FrrPathspace(PathBuf);
+
+impl FrrPathspace {
+    fn new(name: &str) -> Self {
+        let dir = PathBuf::from(format!("/run/frr/{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = std::process::Command::new("install")
+            .args(["-d", "-o", "frr", "-g", "frr"])
+            .arg(&dir)
+            .output()
+            .expect("install -d");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(dir)
+    }
+}
+
+impl Drop for FrrPathspace {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn vtysh(topo: &Topo, space: &str, cmds: &[&str]) -> std::process::Output {
+    let mut all = vec!["vtysh", "-N", space, "-d", "bgpd"];
+    for c in cmds {
+        all.extend(["-c", c]);
+    }
+    topo.in_peer(&all)
+}
+
+/// The next hop and AS path FRR's best route to `prefix` has (`afi` is `ipv4` or `ipv6`).
+fn frr_route(topo: &Topo, space: &str, afi: &str, prefix: &str) -> Option<(String, String)> {
+    let out = vtysh(topo, space, &[&format!("show bgp {afi} unicast json")]);
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let paths = v.get("routes")?.get(prefix)?.as_array()?;
+    let best = paths
+        .iter()
+        .find(|p| p.get("bestpath").and_then(Value::as_bool) == Some(true))
+        .or_else(|| paths.first())?;
+    let nh = best
+        .get("nexthops")?
+        .as_array()?
+        .first()?
+        .get("ip")?
+        .as_str()?;
+    let path = best.get("path").and_then(Value::as_str).unwrap_or("");
+    Some((nh.to_owned(), path.to_owned()))
+}
+
+#[test]
+fn frr_ebgp_routes_flow_both_ways_and_withdrawals_propagate() {
+    if !can_run("frr_ebgp", &["vtysh", "/usr/lib/frr/bgpd", "ip"]) {
+        return;
+    }
+    let mut topo = Topo::new("frr", "10.99.3", "99:3");
+    let space = format!("tabby-frr-{}", std::process::id());
+    let pathspace = FrrPathspace::new(&space);
+    // bgp-peers.md: FRR >= 7.4 neither accepts nor sends eBGP routes without policy unless
+    // told so; `network` needs no matching route without zebra. Over an IPv4 session FRR
+    // without zebra knows no IPv6 address of its own, so the IPv6 next hop is set here.
+    let conf = topo.path("bgpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r"frr defaults traditional
+hostname frr
+log stdout debugging
+route-map NH6 permit 10
+ set ipv6 next-hop global {peer6}
+exit
+router bgp 65003
+ bgp router-id {peer}
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ neighbor {tabby} remote-as 64512
+ neighbor {tabby} timers connect 2
+ address-family ipv4 unicast
+  network 10.203.2.0/24
+ exit-address-family
+ address-family ipv6 unicast
+  network 2001:db8:203::/48
+  neighbor {tabby} activate
+  neighbor {tabby} route-map NH6 out
+ exit-address-family
+exit
+",
+            peer = topo.peer_v4,
+            peer6 = topo.peer_v6,
+            tabby = topo.tabby_v4
+        ),
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&conf).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    std::fs::set_permissions(&conf, perms).unwrap();
+    let conf = conf.to_string_lossy().into_owned();
+    let pid = pathspace.0.join("bgpd.pid").to_string_lossy().into_owned();
+    // Foreground (no -d), so that the topology's guard stops it; -Z: no zebra, -n: no kernel.
+    topo.spawn_in_peer(
+        &[
+            "/usr/lib/frr/bgpd",
+            "-N",
+            &space,
+            "-f",
+            &conf,
+            "-i",
+            &pid,
+            "-Z",
+            "-n",
+            "-p",
+            "179",
+        ],
+        "bgpd.log",
+    );
+
+    let topo = std::sync::Arc::new(topo);
+    let t = topo.clone();
+    topo.run_in_tabby(move || async move {
+        let mut peer = PeerConfig::new(ip(&t.peer_v4), 65003);
+        peer.next_hop_v6 = Some(t.tabby_v6.parse::<Ipv6Addr>().unwrap());
+        let (handle, task) = start_tabby(64512, &t.tabby_v4, peer).await;
+        handle.originate(net("10.203.1.0/24"), vec![]).unwrap();
+        handle.originate(net("2001:db8:204::/48"), vec![]).unwrap();
+        established(&handle, &t.peer_v4).await;
+        eventually("FRR to report Established", WAIT, async || {
+            let out = vtysh(&t, &space, &["show bgp summary json"]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains("\"state\":\"Established\"")
+                .then_some(())
+        })
+        .await;
+
+        // FRR -> tabby, IPv4 and IPv6, with FRR's AS and address.
+        assert_eq!(learned(&handle, "10.203.2.0/24").await, ip(&t.peer_v4));
+        assert_eq!(learned(&handle, "2001:db8:203::/48").await, ip(&t.peer_v6));
+        let routes = handle.learned_routes().await.unwrap();
+        let r = routes
+            .iter()
+            .find(|r| r.prefix == net("10.203.2.0/24"))
+            .unwrap();
+        assert_eq!(
+            r.attrs.as_path.as_ref().and_then(|p| p.first_as()),
+            Some(65003)
+        );
+
+        // tabby -> FRR, with our AS and ourselves as next hop.
+        let (nh, path) = eventually("FRR to learn 10.203.1.0/24", WAIT, async || {
+            frr_route(&t, &space, "ipv4", "10.203.1.0/24")
+        })
+        .await;
+        assert_eq!((nh.as_str(), path.as_str()), (t.tabby_v4.as_str(), "64512"));
+        let (nh6, path6) = eventually("FRR to learn 2001:db8:204::/48", WAIT, async || {
+            frr_route(&t, &space, "ipv6", "2001:db8:204::/48")
+        })
+        .await;
+        assert_eq!(
+            (nh6.as_str(), path6.as_str()),
+            (t.tabby_v6.as_str(), "64512")
+        );
+
+        // Withdrawals, both ways.
+        let del = vtysh(
+            &t,
+            &space,
+            &[
+                "configure terminal",
+                "router bgp 65003",
+                "address-family ipv4 unicast",
+                "no network 10.203.2.0/24",
+            ],
+        );
+        assert!(
+            del.status.success(),
+            "{}",
+            String::from_utf8_lossy(&del.stderr)
+        );
+        unlearned(&handle, "10.203.2.0/24").await;
+        handle.withdraw(net("10.203.1.0/24")).unwrap();
+        eventually("FRR to drop 10.203.1.0/24", WAIT, async || {
+            frr_route(&t, &space, "ipv4", "10.203.1.0/24")
+                .is_none()
+                .then_some(())
+        })
+        .await;
+        // The IPv6 routes are untouched by the IPv4 withdrawals.
+        assert!(frr_route(&t, &space, "ipv6", "2001:db8:204::/48").is_some());
+        assert_eq!(learned(&handle, "2001:db8:203::/48").await, ip(&t.peer_v6));
+
+        handle.shutdown().unwrap();
+        task.await.unwrap();
+        eventually("FRR to see the Cease", WAIT, async || {
+            let out = vtysh(&t, &space, &["show bgp summary json"]);
+            (!String::from_utf8_lossy(&out.stdout).contains("\"state\":\"Established\""))
+                .then_some(())
+        })
+        .await;
+    });
+    drop(topo);
+    drop(pathspace);
 }
