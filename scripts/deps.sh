@@ -17,6 +17,9 @@ declare -A needs=(
   [ip]=iproute2       # tabby-dataplane root tests (namespaces under /run/netns)
   [podman]=podman     # CNI plugin tests: podman (CNI backend) as the real runtime
   [runc]=runc         # podman's OCI runtime here (crun refuses hybrid cgroups)
+  [etcd]=etcd-server  # tabby-store etcd backend tests start real members
+  [etcdctl]=etcd-client
+  [protoc]=protobuf-compiler  # etcd-client compiles etcd's gRPC protos at build time
 )
 
 missing=()
@@ -31,6 +34,8 @@ if ! { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; }; then
 fi
 # libc headers are not a command; check the file.
 [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
+# protoc needs protobuf's own .proto files (descriptor.proto) for etcd's protos.
+[ -e /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -11,6 +11,9 @@
 //! [`multi_process_cas`] needs processes, which only the test binary can start: it takes a
 //! closure that spawns one child, and the child runs [`cas_worker`].
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
+
 use std::process::Child;
 use std::thread;
 use std::time::{Duration, Instant};

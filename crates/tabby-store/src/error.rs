@@ -133,9 +133,22 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// An etcd key prefix already holds keys tabby did not write; they were left untouched.
+    #[error(
+        "{location}: the key prefix {prefix} already holds data that is not tabby's (for example the key {example:?}); refusing to use it: name another prefix, as in etcd://HOST:PORT/tabby-2"
+    )]
+    ForeignPrefix {
+        /// The datastore URL without options.
+        location: String,
+        /// The prefix.
+        prefix: String,
+        /// One key found under it.
+        example: String,
+    },
+
     /// A backend this build does not contain.
     #[error(
-        "the {scheme} datastore backend is not built into this tabby; it comes in a later release (use sqlite:PATH)"
+        "the {scheme} datastore backend is not built into this tabby (it was built without the etcd feature); use sqlite:PATH"
     )]
     NotBuilt {
         /// The URL scheme that names the backend.

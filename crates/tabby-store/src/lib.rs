@@ -10,18 +10,23 @@
 //!   several [`Op`]s as one revision, [`Datastore::watch`] from a revision, compaction.
 //! - [`Watch`]: the ordered stream of [`Event`]s after a revision; it reports
 //!   [`StoreError::Compacted`] when that history is gone, so the caller re-lists.
-//! - [`open`] turns a URL into a backend: `sqlite:PATH` today ([`sqlite::SqliteStore`], one
-//!   file shared by many processes); `etcd://` is reserved for the etcd backend.
+//! - [`open`] turns a URL into a backend: `sqlite:PATH` ([`sqlite::SqliteStore`], one file
+//!   shared by many processes on one machine) or `etcd://HOST:PORT,...[/PREFIX]` and
+//!   `etcds://` (`etcd::EtcdStore`, feature `etcd`, on by default: one etcd cluster shared
+//!   by many machines). `etcd::server` runs etcd members for tests and the lab.
 //! - `conformance` (feature `test-util`): the behaviour every backend must show, written
 //!   against the trait so that the etcd backend runs the same suite.
 
 mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod sqlite;
 mod url;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
@@ -281,4 +286,28 @@ pub trait Watch: Send {
     /// [`StoreError::Compacted`] when the history this watch still has to deliver was
     /// compacted away (the caller must re-list and watch again); the watch stays failed.
     fn next(&mut self, timeout: Duration) -> Result<Option<Event>, StoreError>;
+}
+
+/// Refuses ops no backend can commit (unaddressable or repeated keys), before any backend
+/// work; the error names the op.
+pub(crate) fn validate_ops(ops: &[Op]) -> Result<(), StoreError> {
+    let mut seen = HashSet::with_capacity(ops.len());
+    for (index, op) in ops.iter().enumerate() {
+        let key = op.key();
+        let error = if let Some(reason) = key.invalid_reason() {
+            StoreError::InvalidKey {
+                key: key.clone(),
+                reason: reason.to_owned(),
+            }
+        } else if !seen.insert(key) {
+            StoreError::DuplicateKey { key: key.clone() }
+        } else {
+            continue;
+        };
+        return Err(StoreError::OpFailed {
+            index,
+            error: Box::new(error),
+        });
+    }
+    Ok(())
 }

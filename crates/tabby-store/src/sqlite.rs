@@ -17,7 +17,6 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -469,7 +468,7 @@ impl Datastore for SqliteStore {
     }
 
     fn commit(&self, ops: &[Op]) -> Result<Revision, StoreError> {
-        validate(ops)?;
+        crate::validate_ops(ops)?;
         if ops.is_empty() {
             return self.revision();
         }
@@ -513,29 +512,6 @@ impl Datastore for SqliteStore {
     fn revision(&self) -> Result<Revision, StoreError> {
         current_revision(&self.lock()).map_err(self.err())
     }
-}
-
-/// Refuses ops the store cannot commit before taking any lock.
-fn validate(ops: &[Op]) -> Result<(), StoreError> {
-    let mut seen = HashSet::with_capacity(ops.len());
-    for (index, op) in ops.iter().enumerate() {
-        let key = op.key();
-        let error = if let Some(reason) = key.invalid_reason() {
-            StoreError::InvalidKey {
-                key: key.clone(),
-                reason: reason.to_owned(),
-            }
-        } else if !seen.insert(key) {
-            StoreError::DuplicateKey { key: key.clone() }
-        } else {
-            continue;
-        };
-        return Err(StoreError::OpFailed {
-            index,
-            error: Box::new(error),
-        });
-    }
-    Ok(())
 }
 
 fn current_revision(conn: &Connection) -> rusqlite::Result<Revision> {

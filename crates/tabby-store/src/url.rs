@@ -5,13 +5,16 @@ use std::path::PathBuf;
 use crate::sqlite::SqliteStore;
 use crate::{Datastore, StoreError};
 
-const ACCEPTED: &str = "accepted forms are sqlite:PATH (for example sqlite:/var/lib/tabby/tabby.db) and, \
-     in a later release, etcd://HOST:PORT or etcds://HOST:PORT";
+const ACCEPTED: &str = "accepted forms are sqlite:PATH (for example sqlite:/var/lib/tabby/tabby.db), \
+     etcd://HOST:PORT[,HOST:PORT...][/PREFIX] and etcds://HOST:PORT[,...][/PREFIX]?ca=PATH[&cert=PATH&key=PATH]";
 
 /// Where the datastore lives, parsed from a URL.
 #[derive(Debug, PartialEq, Eq)]
 enum Location {
     Sqlite(PathBuf),
+    /// The whole URL, parsed by the etcd backend.
+    #[cfg(feature = "etcd")]
+    Etcd,
 }
 
 fn parse(url: &str) -> Result<Location, StoreError> {
@@ -36,6 +39,12 @@ fn parse(url: &str) -> Result<Location, StoreError> {
             }
             Ok(Location::Sqlite(PathBuf::from(path)))
         }
+        #[cfg(feature = "etcd")]
+        "etcd" | "etcds" => {
+            crate::etcd::EtcdConfig::parse(url)?;
+            Ok(Location::Etcd)
+        }
+        #[cfg(not(feature = "etcd"))]
         "etcd" | "etcds" => Err(StoreError::NotBuilt {
             scheme: scheme.to_owned(),
         }),
@@ -44,13 +53,15 @@ fn parse(url: &str) -> Result<Location, StoreError> {
 }
 
 /// Opens the datastore a URL names: `sqlite:PATH` (also `sqlite://PATH`), created with its
-/// directory on first use.
+/// directory on first use, or `etcd://...`/`etcds://...` (see [`crate::etcd::EtcdConfig`]).
 ///
-/// `etcd://` and `etcds://` give [`StoreError::NotBuilt`]; anything else
-/// [`StoreError::InvalidUrl`].
+/// Without the `etcd` feature, etcd URLs give [`StoreError::NotBuilt`]; a URL that cannot be
+/// used gives [`StoreError::InvalidUrl`] saying why.
 pub fn open(url: &str) -> Result<Box<dyn Datastore>, StoreError> {
     match parse(url)? {
         Location::Sqlite(path) => Ok(Box::new(SqliteStore::open(path)?)),
+        #[cfg(feature = "etcd")]
+        Location::Etcd => Ok(Box::new(crate::etcd::EtcdStore::open(url)?)),
     }
 }
 

@@ -32,8 +32,21 @@ fn sqlite_urls_without_a_shareable_file_are_refused() {
     }
 }
 
+#[cfg(feature = "etcd")]
 #[test]
-fn etcd_urls_are_not_built_yet() {
+fn etcd_urls_go_to_the_etcd_backend() {
+    assert_eq!(parse("etcd://127.0.0.1:2379").unwrap(), Location::Etcd);
+    assert_eq!(
+        parse("etcds://etcd.example:2379/site?ca=/ca.pem").unwrap(),
+        Location::Etcd
+    );
+    let err = parse("etcd://127.0.0.1").unwrap_err();
+    assert!(err.to_string().contains("has no port"), "{err}");
+}
+
+#[cfg(not(feature = "etcd"))]
+#[test]
+fn etcd_urls_are_not_built() {
     for (url, scheme) in [
         ("etcd://127.0.0.1:2379", "etcd"),
         ("etcds://etcd.example:2379", "etcds"),
@@ -45,7 +58,10 @@ fn etcd_urls_are_not_built_yet() {
                 scheme: scheme.to_owned()
             }
         );
-        assert!(err.to_string().contains("later release"), "{err}");
+        assert!(
+            err.to_string().contains("without the etcd feature"),
+            "{err}"
+        );
     }
 }
 
