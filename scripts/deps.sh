@@ -20,6 +20,7 @@ declare -A needs=(
   [etcd]=etcd-server  # tabby-store etcd backend tests start real members
   [etcdctl]=etcd-client
   [protoc]=protobuf-compiler  # etcd-client compiles etcd's gRPC protos at build time
+  [openssl]=openssl   # tabby-store etcd TLS test makes its CA and certificates
 )
 
 missing=()

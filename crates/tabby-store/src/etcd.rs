@@ -220,6 +220,17 @@ fn is_transient(err: &etcd_client::Error) -> bool {
     }
 }
 
+/// Whether etcd itself answered with this error (as opposed to the connection failing).
+fn is_from_server(err: &etcd_client::Error) -> bool {
+    match err {
+        etcd_client::Error::GRpcStatus(status) => {
+            status.message().starts_with("etcdserver:")
+                || matches!(status.code() as i32, 3 | 7 | 8 | 9 | 11 | 16)
+        }
+        _ => false,
+    }
+}
+
 /// Errors that mean a request was never delivered (the connection was refused).
 fn is_not_sent(err: &etcd_client::Error) -> bool {
     let text = match err {
@@ -254,6 +265,25 @@ fn backend(location: &str, err: &etcd_client::Error) -> StoreError {
     StoreError::Backend {
         location: location.to_owned(),
         message: format!("{detail}{hint}"),
+    }
+}
+
+/// The innermost cause of a client error: what actually went wrong on the wire.
+fn root_cause(err: &etcd_client::Error) -> String {
+    let top: &dyn std::error::Error = match err {
+        etcd_client::Error::GRpcStatus(status) => status,
+        etcd_client::Error::TransportError(e) => e,
+        other => return other.to_string(),
+    };
+    let mut deepest = top;
+    while let Some(cause) = deepest.source() {
+        deepest = cause;
+    }
+    match err {
+        etcd_client::Error::GRpcStatus(status) if std::ptr::addr_eq(deepest, top) => {
+            status.message().to_owned()
+        }
+        _ => deepest.to_string(),
     }
 }
 
@@ -339,8 +369,11 @@ impl EtcdStore {
         });
         let claim = match answer {
             Ok(Ok(claim)) => claim,
-            Ok(Err(err)) if is_transient(&err) => {
-                return Err(self.unreachable(config, &error_chain(&err)));
+            // Anything but an answer from etcd itself is a connection problem: refused, no
+            // TLS session (a member wanting a client certificate just drops it), or a peer
+            // that does not speak gRPC (a TLS port reached without TLS).
+            Ok(Err(err)) if !is_from_server(&err) => {
+                return Err(self.unreachable(config, &root_cause(&err)));
             }
             Ok(Err(err)) => return Err(backend(&location, &err)),
             // Only the timeout fails the outer result.
@@ -387,11 +420,11 @@ impl EtcdStore {
                         Ok(_) => {
                             return if config.tls.is_some() {
                                 format!(
-                                    "{endpoint}: accepts connections but no TLS session with etcd came up (check that ca= signed the member's certificate, that cert= and key= are a client certificate it trusts, and that the member serves TLS)"
+                                    "{endpoint}: accepts connections but no TLS session with etcd came up ({client_said}); check that ca= signed the member's certificate, that cert= and key= are a client certificate it trusts, and that the member serves TLS"
                                 )
                             } else {
                                 format!(
-                                    "{endpoint}: accepts connections but etcd did not answer (is it etcd, serving without TLS? For TLS use etcds://)"
+                                    "{endpoint}: accepts connections but etcd did not answer ({client_said}); is it etcd, serving without TLS? For TLS use etcds://"
                                 )
                             };
                         }
@@ -403,7 +436,7 @@ impl EtcdStore {
             .collect();
         StoreError::Backend {
             location: self.shared.location.clone(),
-            message: format!("cannot reach etcd ({client_said}): {}", reasons.join("; ")),
+            message: format!("cannot reach etcd: {}", reasons.join("; ")),
         }
     }
 

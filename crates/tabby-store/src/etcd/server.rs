@@ -86,6 +86,22 @@ pub struct ClusterSpec {
     pub command: CommandFn,
     /// Arguments added to every member's command line.
     pub extra_args: Vec<String>,
+    /// TLS on the members' client port (peers stay plain), or none.
+    pub client_tls: Option<ServerTls>,
+}
+
+/// TLS for members' client port. Health is then read from a plain metrics port, and
+/// [`EtcdCluster::leader`] (which reads the client port) finds no leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerTls {
+    /// The members' certificate (PEM), valid for their client addresses.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// When set, clients must present a certificate this CA signed.
+    pub client_ca: Option<PathBuf>,
+    /// A plain-HTTP port per member (in member order) serving `/health`.
+    pub health: Vec<SocketAddr>,
 }
 
 impl std::fmt::Debug for ClusterSpec {
@@ -95,6 +111,7 @@ impl std::fmt::Debug for ClusterSpec {
             .field("members", &self.members)
             .field("token", &self.token)
             .field("extra_args", &self.extra_args)
+            .field("client_tls", &self.client_tls)
             .finish_non_exhaustive()
     }
 }
@@ -130,6 +147,7 @@ impl ClusterSpec {
             token,
             command: Arc::new(|| Command::new("etcd")),
             extra_args: DEFAULT_EXTRA_ARGS.iter().map(|s| (*s).to_owned()).collect(),
+            client_tls: None,
         }
     }
 
@@ -154,6 +172,35 @@ impl ClusterSpec {
     pub fn with_command(mut self, command: impl Fn() -> Command + Send + Sync + 'static) -> Self {
         self.command = Arc::new(command);
         self
+    }
+
+    /// Serves clients over TLS with `cert` and `key`, requiring client certificates signed by
+    /// `client_ca` when given; health is then read from free loopback ports.
+    pub fn with_client_tls(
+        mut self,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+        client_ca: Option<PathBuf>,
+    ) -> Result<Self, ServerError> {
+        let health = free_ports(self.members.len())?
+            .into_iter()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
+        self.client_tls = Some(ServerTls {
+            cert: cert.into(),
+            key: key.into(),
+            client_ca,
+            health,
+        });
+        Ok(self)
+    }
+
+    fn client_scheme(&self) -> &'static str {
+        if self.client_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     fn initial_cluster(&self) -> String {
@@ -238,12 +285,22 @@ impl EtcdCluster {
             .iter()
             .map(|m| m.client.to_string())
             .collect();
-        format!("etcd://{}{prefix}", hosts.join(","))
+        let scheme = if self.spec.client_tls.is_some() {
+            "etcds"
+        } else {
+            "etcd"
+        };
+        format!("{scheme}://{}{prefix}", hosts.join(","))
     }
 
     /// The datastore URL naming member `i` alone.
     pub fn member_url(&self, i: usize, prefix: &str) -> String {
-        format!("etcd://{}{prefix}", self.spec.members[i].client)
+        let scheme = if self.spec.client_tls.is_some() {
+            "etcds"
+        } else {
+            "etcd"
+        };
+        format!("{scheme}://{}{prefix}", self.spec.members[i].client)
     }
 
     /// Member `i`'s log file.
@@ -317,7 +374,11 @@ impl EtcdCluster {
                         log: tail(&self.spec.data_dir.join(format!("{}.log", member.name))),
                     });
                 }
-                match http(member.client, "GET", "/health", "") {
+                let health = match &self.spec.client_tls {
+                    Some(tls) => tls.health[i],
+                    None => member.client,
+                };
+                match http(health, "GET", "/health", "") {
                     Ok(body) if body.contains("\"health\":\"true\"") => {}
                     Ok(body) => problems.push(format!("{}: {}", member.name, body.trim())),
                     Err(e) => problems.push(format!("{}: {e}", member.name)),
@@ -341,6 +402,9 @@ impl EtcdCluster {
         for (i, member) in self.spec.members.iter().enumerate() {
             if self.children[i].is_none() {
                 continue;
+            }
+            if self.spec.client_tls.is_some() {
+                return None;
             }
             let Ok(body) = http(member.client, "POST", "/v3/maintenance/status", "{}") else {
                 continue;
@@ -395,8 +459,16 @@ impl EtcdCluster {
                 "--data-dir={}",
                 spec.data_dir.join(&member.name).display()
             ))
-            .arg(format!("--listen-client-urls=http://{}", member.client))
-            .arg(format!("--advertise-client-urls=http://{}", member.client))
+            .arg(format!(
+                "--listen-client-urls={}://{}",
+                spec.client_scheme(),
+                member.client
+            ))
+            .arg(format!(
+                "--advertise-client-urls={}://{}",
+                spec.client_scheme(),
+                member.client
+            ))
             .arg(format!("--listen-peer-urls=http://{}", member.peer))
             .arg(format!(
                 "--initial-advertise-peer-urls=http://{}",
@@ -411,6 +483,7 @@ impl EtcdCluster {
                 spec.data_dir.join(format!("{}.log", member.name)).display()
             ))
             .args(&spec.extra_args)
+            .args(spec.client_tls.iter().flat_map(|tls| tls.args(i)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
@@ -420,6 +493,21 @@ impl EtcdCluster {
         })?;
         self.children[i] = Some(child);
         Ok(())
+    }
+}
+
+impl ServerTls {
+    fn args(&self, member: usize) -> Vec<String> {
+        let mut args = vec![
+            format!("--cert-file={}", self.cert.display()),
+            format!("--key-file={}", self.key.display()),
+            format!("--listen-metrics-urls=http://{}", self.health[member]),
+        ];
+        if let Some(ca) = &self.client_ca {
+            args.push("--client-cert-auth".to_owned());
+            args.push(format!("--trusted-ca-file={}", ca.display()));
+        }
+        args
     }
 }
 
