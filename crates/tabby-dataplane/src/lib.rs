@@ -64,6 +64,7 @@ mod apply;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod workload;
 
 pub use crate::apply::{FakeNft, NftApply, NftCli, NftError};
 pub use crate::netlink::{

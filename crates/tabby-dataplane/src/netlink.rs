@@ -88,6 +88,16 @@ pub trait Netlink {
         peer_netns: Option<&Path>,
     ) -> impl Future<Output = Result<(), NetlinkError>> + Send;
 
+    /// Creates a bridge (a lab's L2 fabric).
+    fn add_bridge(&self, name: &str) -> impl Future<Output = Result<(), NetlinkError>> + Send;
+
+    /// Attaches an interface to a bridge.
+    fn set_master(
+        &self,
+        name: &str,
+        bridge: &str,
+    ) -> impl Future<Output = Result<(), NetlinkError>> + Send;
+
     /// Deletes an interface (a veth takes its peer with it).
     fn delete_link(&self, name: &str) -> impl Future<Output = Result<(), NetlinkError>> + Send;
 

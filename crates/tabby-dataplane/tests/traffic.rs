@@ -13,7 +13,6 @@ mod scenario;
 
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::unix::fs::MetadataExt as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -21,29 +20,12 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use tabby_dataplane::netns::write_sysctl;
-use tabby_dataplane::{
-    Config, NetNs, Netlink, NftCli, NftTable, Route, RtNetlink, WORKLOAD_HOST_MAC,
-};
+use tabby_dataplane::workload::{self, NetnsSysctls};
+use tabby_dataplane::{Config, NetNs, Netlink, NftCli, NftTable, Route, RtNetlink};
 
 const PROBE_TIMEOUT: Duration = Duration::from_millis(700);
 const TCP_PORTS: [u16; 3] = [7070, 8080, 9999];
 const UDP_PORT: u16 = 5353;
-
-#[expect(
-    clippy::print_stdout,
-    reason = "a skipped test says so on the test's output"
-)]
-fn is_root(test: &str) -> bool {
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    if !root {
-        assert!(
-            std::env::var("CI").map(|v| v != "true").unwrap_or(true),
-            "{test}: needs root, and CI=true: not running it is a failure"
-        );
-        println!("{test}: skipped (needs root)");
-    }
-    root
-}
 
 /// Listeners inside one workload namespace: TCP ports answer "ok", the UDP port echoes and
 /// records who sent.
@@ -147,32 +129,26 @@ struct Workload {
     ip: Ipv4Addr,
 }
 
-/// Plumbs one workload: veth `iface` in the host, `eth0` in a new namespace.
+/// Plumbs one workload (the shared plumbing, as the lab and CNI do it) and, since this test
+/// has no agent, the host route to it.
 async fn plumb(host: &RtNetlink, host_ns: &NetNs, iface: &str, ip: &str) -> Workload {
     let ns = NetNs::new("tbt-wl").expect("workload namespace");
-    let peer = format!("{iface}p");
-    host.add_veth(iface, &peer, Some(ns.path()))
-        .await
-        .expect("add veth");
-    host.set_mac(iface, WORKLOAD_HOST_MAC)
-        .await
-        .expect("set MAC");
-    host.set_up(iface).await.expect("host side up");
-    write_sysctl(
-        host_ns.path(),
-        &format!("net/ipv4/conf/{iface}/proxy_arp"),
-        "1",
+    let inside = RtNetlink::in_netns(ns.path()).expect("netlink in workload");
+    let addr: IpAddr = ip.parse().expect("valid");
+    workload::plumb(
+        host,
+        &NetnsSysctls(host_ns.path().to_owned()),
+        &inside,
+        &workload::Workload {
+            interface: iface,
+            netns: ns.path(),
+            addresses: &[addr],
+        },
     )
-    .expect("proxy_arp");
-    write_sysctl(
-        host_ns.path(),
-        &format!("net/ipv4/neigh/{iface}/proxy_delay"),
-        "0",
-    )
-    .expect("proxy_delay");
-    let addr: IpNet = format!("{ip}/32").parse().expect("valid");
+    .await
+    .expect("plumb workload");
     host.replace_route(&Route {
-        dst: addr,
+        dst: IpNet::from(addr),
         dev: Some(iface.to_owned()),
         gateway: None,
         scope_link: true,
@@ -180,30 +156,6 @@ async fn plumb(host: &RtNetlink, host_ns: &NetNs, iface: &str, ip: &str) -> Work
     })
     .await
     .expect("host route to the workload");
-    let wl = RtNetlink::in_netns(ns.path()).expect("netlink in workload");
-    wl.rename(&peer, "eth0").await.expect("rename");
-    wl.set_up("eth0").await.expect("eth0 up");
-    wl.set_up("lo").await.expect("lo up");
-    wl.add_address("eth0", addr).await.expect("address");
-    let gw: IpNet = "169.254.1.1/32".parse().expect("valid");
-    wl.replace_route(&Route {
-        dst: gw,
-        dev: Some("eth0".to_owned()),
-        gateway: None,
-        scope_link: true,
-        onlink: false,
-    })
-    .await
-    .expect("route to the gateway");
-    wl.replace_route(&Route {
-        dst: "0.0.0.0/0".parse().expect("valid"),
-        dev: Some("eth0".to_owned()),
-        gateway: Some(gw.addr()),
-        scope_link: false,
-        onlink: true,
-    })
-    .await
-    .expect("default route");
     Workload { ns, ip: v4(ip) }
 }
 
@@ -266,7 +218,7 @@ fn nft_list(host_ns: &NetNs, chain: &str) -> String {
 
 #[test]
 fn policy_is_enforced_on_real_traffic_and_updates_flip_it() {
-    if !is_root("policy_is_enforced_on_real_traffic_and_updates_flip_it") {
+    if !tabby_test_util::root_or_skip("policy_is_enforced_on_real_traffic_and_updates_flip_it") {
         return;
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -421,7 +373,7 @@ fn policy_is_enforced_on_real_traffic_and_updates_flip_it() {
 /// accepted by the real `nft` (the golden files only show what is written).
 #[test]
 fn every_script_shape_is_accepted_by_nft() {
-    if !is_root("every_script_shape_is_accepted_by_nft") {
+    if !tabby_test_util::root_or_skip("every_script_shape_is_accepted_by_nft") {
         return;
     }
     use tabby_calc::Delta;
@@ -512,7 +464,7 @@ fn every_script_shape_is_accepted_by_nft() {
 
 #[test]
 fn real_netlink_marks_finds_and_deletes_its_routes() {
-    if !is_root("real_netlink_marks_finds_and_deletes_its_routes") {
+    if !tabby_test_util::root_or_skip("real_netlink_marks_finds_and_deletes_its_routes") {
         return;
     }
     let rt = tokio::runtime::Builder::new_current_thread()

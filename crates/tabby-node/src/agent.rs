@@ -131,6 +131,11 @@ impl<L: Netlink> Agent<L> {
         if self.dataplane.has_pending() && self.dp_retry_at.is_none_or(|t| now >= t) {
             self.write(rt);
         }
+        if !self.dataplane.has_pending() {
+            // Everything up to this revision is in the kernel: what a waiting caller (the
+            // lab, a benchmark) reads to know a change is enforced.
+            self.metrics.set_programmed(self.syncer.revision());
+        }
         let wait = match self.dp_retry_at {
             Some(t) if self.dataplane.has_pending() => wait.min(t.saturating_duration_since(now)),
             _ => wait,

@@ -1,5 +1,6 @@
 //! From deltas to the kernel: the `inet tabby` table through [`NftApply`] and routes to local
-//! workloads through [`Netlink`].
+//! workloads (through their interface) and to other nodes' workloads (through those nodes'
+//! addresses) through [`Netlink`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -26,7 +27,7 @@ pub struct Dataplane<L> {
     nft: Box<dyn NftApply + Send>,
     netlink: L,
     table: NftTable,
-    /// Desired routes to local workloads.
+    /// Desired routes to workloads, local and remote.
     routes: BTreeMap<IpNet, Route>,
     /// Routes changed since the last successful write (`None`: delete).
     route_changes: BTreeMap<IpNet, Option<Route>>,
@@ -50,6 +51,15 @@ impl<L> std::fmt::Debug for Dataplane<L> {
             .field("routes", &self.routes.len())
             .finish_non_exhaustive()
     }
+}
+
+/// How many workload routes the dataplane wants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouteCounts {
+    /// To workloads on this host, through their interfaces.
+    pub local: usize,
+    /// To workloads on other hosts, through those hosts' addresses.
+    pub remote: usize,
 }
 
 /// What one successful [`Dataplane::sync`] wrote.
@@ -95,18 +105,23 @@ impl<L: Netlink> Dataplane<L> {
         for delta in deltas {
             match delta {
                 Delta::RouteUpdated(r) => {
-                    let RouteTarget::Local { interface } = &r.target else {
-                        // Routes to other hosts' workloads need the BGP or overlay step,
-                        // which is not wired into the agent yet.
-                        tracing::debug!(dst = %r.dst, "remote route not programmed yet");
-                        continue;
-                    };
-                    let route = Route {
-                        dst: r.dst,
-                        dev: Some(interface.clone()),
-                        gateway: None,
-                        scope_link: true,
-                        onlink: false,
+                    let route = match &r.target {
+                        RouteTarget::Local { interface } => Route {
+                            dst: r.dst,
+                            dev: Some(interface.clone()),
+                            gateway: None,
+                            scope_link: true,
+                            onlink: false,
+                        },
+                        // Datastore routing: the other node is on this host's L2 segment, so
+                        // the kernel finds the interface from its connected route.
+                        RouteTarget::Remote { via, .. } => Route {
+                            dst: r.dst,
+                            dev: None,
+                            gateway: Some(*via),
+                            scope_link: false,
+                            onlink: false,
+                        },
                     };
                     self.routes.insert(r.dst, route.clone());
                     self.route_changes.insert(r.dst, Some(route));
@@ -273,8 +288,17 @@ impl<L: Netlink> Dataplane<L> {
         self.table.counts()
     }
 
-    /// Desired routes to local workloads.
-    pub fn routes(&self) -> usize {
-        self.routes.len()
+    /// Desired routes to workloads from the engine: local ones, and remote ones while they
+    /// are programmed (datastore routing; under BGP learned routes stand in for them).
+    pub fn routes(&self) -> RouteCounts {
+        let local = self.routes.values().filter(|r| r.gateway.is_none()).count();
+        RouteCounts {
+            local,
+            remote: if self.remote_from_datastore {
+                self.routes.len() - local
+            } else {
+                0
+            },
+        }
     }
 }

@@ -42,7 +42,7 @@ mod test_support;
 pub use crate::agent::{AgentConfig, AgentError};
 pub use crate::backoff::Backoff;
 pub use crate::bgp::{NodeStatus, Routing};
-pub use crate::dataplane::{Dataplane, DataplaneError};
+pub use crate::dataplane::{Dataplane, DataplaneError, RouteCounts};
 pub use crate::lock::{LockError, NodeLock};
 pub use crate::metrics::Metrics;
 pub use crate::syncer::{SyncError, Syncer};

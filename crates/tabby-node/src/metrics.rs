@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::dataplane::RouteCounts;
+
 /// Upper bounds (seconds) of the apply latency histogram buckets.
 const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
@@ -21,10 +23,11 @@ struct State {
     endpoints: usize,
     active_policies: usize,
     ip_sets: usize,
-    routes: usize,
+    routes: RouteCounts,
     errors: [u64; ERROR_KINDS.len()],
     resyncs: u64,
     revision: i64,
+    programmed: i64,
 }
 
 /// Shared counters and gauges; cheap to update from the agent loop.
@@ -49,6 +52,11 @@ impl Metrics {
         let mut s = self.lock();
         s.resyncs += 1;
         s.revision = revision;
+    }
+
+    /// The last datastore revision whose changes are all written to the kernel.
+    pub fn set_programmed(&self, revision: i64) {
+        self.lock().programmed = revision;
     }
 
     /// The last datastore revision handled.
@@ -76,7 +84,7 @@ impl Metrics {
         endpoints: usize,
         active_policies: usize,
         ip_sets: usize,
-        routes: usize,
+        routes: RouteCounts,
     ) {
         let mut s = self.lock();
         s.endpoints = endpoints;
@@ -144,13 +152,25 @@ impl Metrics {
             &mut out,
             "tabby_local_routes",
             "Routes to local workloads programmed.",
-            s.routes as f64,
+            s.routes.local as f64,
+        );
+        gauge(
+            &mut out,
+            "tabby_remote_routes",
+            "Routes to other nodes' workloads programmed (datastore routing).",
+            s.routes.remote as f64,
         );
         gauge(
             &mut out,
             "tabby_datastore_revision",
             "Last datastore revision handled.",
             s.revision as f64,
+        );
+        gauge(
+            &mut out,
+            "tabby_programmed_revision",
+            "Last datastore revision whose changes are all programmed into the kernel.",
+            s.programmed as f64,
         );
         let _ = writeln!(
             out,

@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,6 +57,26 @@ impl Drop for ScratchDir {
 
 /// The shared conformance folder beside the repository (`<repo>/../shared/conformance`).
 const CONFORMANCE_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/conformance");
+
+/// Whether this process runs as root, for tests that need the kernel (namespaces, nftables).
+///
+/// Without root the test prints that it was skipped; under `CI=true` a missing root is a
+/// failure, because CI must run these tests.
+#[expect(
+    clippy::print_stdout,
+    reason = "a skipped test says so on the test's output"
+)]
+pub fn root_or_skip(test: &str) -> bool {
+    let root = fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if !root {
+        assert!(
+            std::env::var("CI").map(|v| v != "true").unwrap_or(true),
+            "{test}: needs root, and CI=true: not running it is a failure"
+        );
+        println!("{test}: skipped (needs root)");
+    }
+    root
+}
 
 /// Finds `../shared/conformance/<sub>`.
 ///

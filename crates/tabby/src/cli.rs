@@ -109,6 +109,10 @@ Examples:
     /// Workload addresses: usage per pool and block, consistency checks, manual release.
     #[command(subcommand)]
     Ipam(IpamCommand),
+    /// A virtual cluster on this machine: hosts and workloads in network namespaces, real
+    /// agents, real traffic.
+    #[command(subcommand)]
+    Lab(LabCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,6 +174,159 @@ pub(crate) enum IpamOutput {
     Table,
     /// JSON.
     Json,
+}
+
+/// Which lab.
+#[derive(Debug, Args)]
+pub(crate) struct LabName {
+    /// The lab's name (1 to 20 of a-z, 0-9 and -).
+    #[arg(long, value_name = "LAB", default_value = "demo")]
+    pub(crate) name: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LabCommand {
+    /// Bring up a lab: N hosts on a shared L2 fabric, each running `tabby node run`.
+    #[command(after_help = "\
+Needs root. Every host is a network namespace (tabby-lab-LAB.node-I) attached to a bridge in
+tabby-lab-LAB.fabric (172.30.0.0/24); nothing is made in this machine's own network. The lab
+gets its own SQLite datastore under /run/tabby/lab/LAB (TABBY_LAB_DIR moves it) unless
+--datastore names one; the Node resources and, when the datastore has no pool, Calico's default
+pool are written to it. Agents route to each other's workloads by the datastore.
+
+Examples:
+  tabby lab up                              three nodes, lab \"demo\"
+  tabby lab up --name big --nodes 5
+  tabby lab up --name shared --datastore sqlite:/tmp/lab.db")]
+    Up {
+        #[command(flatten)]
+        lab: LabName,
+        /// How many hosts.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+    },
+    /// Load namespaces, pods or workload endpoints, policies and pools into a lab.
+    #[command(after_help = "\
+The same files as `tabby policy matrix` (a `kubectl get ns,pods,netpol -A -o yaml` dump works).
+Each pod becomes a workload on a node (spec.nodeName, else the least loaded) plumbed as Calico
+plumbs pods, with a small server on every declared TCP and UDP container port. Addresses come
+from status.podIP (which must lie in a pool of the file or the lab), else from the first enabled
+IPv4 pool. Loading again updates in place: a label change is a datastore write only. The
+command returns once every agent has programmed the result (--no-wait: at once).
+
+Examples:
+  tabby lab load -f examples/lab/demo.yaml
+  tabby lab load --name big -f cluster.yaml --prune     also remove what the file no longer has")]
+    Load {
+        #[command(flatten)]
+        lab: LabName,
+        /// Files (or folders, or - for standard input).
+        #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+        files: Vec<PathBuf>,
+        /// Remove what earlier loads wrote and these files no longer have.
+        #[arg(long)]
+        prune: bool,
+        /// Return without waiting for the agents.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the agents.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Probe every pair of workloads with real connections and print who reached whom.
+    #[command(after_help = "\
+All probes run in parallel from inside the source workload. A probe succeeds when the
+destination answers (its server, or its own refusal when nothing listens on the port); policy
+drops, so a denied probe waits out --timeout-ms. The JSON shape is `tabby policy matrix`'s.
+
+Examples:
+  tabby lab matrix --port 8080
+  tabby lab matrix --name big --port 53 --protocol UDP -o json")]
+    Matrix {
+        #[command(flatten)]
+        lab: LabName,
+        #[command(flatten)]
+        probe: LabProbeArgs,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: MatrixOutput,
+    },
+    /// Compare the real matrix with what `tabby policy matrix` computes for the lab's
+    /// datastore; print every difference (exit status 1 if any).
+    #[command(after_help = "\
+Pairs of a workload with itself are not compared (a workload reaches itself over loopback,
+where no policy applies).
+
+Example:
+  tabby lab verify --port 8080")]
+    Verify {
+        #[command(flatten)]
+        lab: LabName,
+        #[command(flatten)]
+        probe: LabProbeArgs,
+    },
+    /// Show a lab's nodes (agent running and ready?) and workloads.
+    Status {
+        #[command(flatten)]
+        lab: LabName,
+    },
+    /// Run a command inside a workload's (or a node's) network namespace.
+    #[command(after_help = "\
+TARGET is namespace/pod, a pod name that is unique in the lab, or a node name.
+
+Examples:
+  tabby lab exec web/frontend -- ip addr
+  tabby lab exec node-1 -- nft list table inet tabby")]
+    Exec {
+        #[command(flatten)]
+        lab: LabName,
+        /// namespace/pod, pod or node-N.
+        target: String,
+        /// The command and its arguments (after --).
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Remove a lab: its processes, namespaces and files (also after a crash).
+    Down {
+        #[command(flatten)]
+        lab: LabName,
+    },
+    /// Bring up three hosts with a small application and its policies, and show who can
+    /// reach whom and why.
+    #[command(after_help = "\
+The application is examples/lab/demo.yaml. The lab stays up afterwards for you to explore
+(`tabby lab matrix`, `tabby lab exec`); `tabby lab down` removes it, or pass --rm.")]
+    Demo {
+        #[command(flatten)]
+        lab: LabName,
+        /// Remove the lab at the end.
+        #[arg(long)]
+        rm: bool,
+    },
+    /// A workload's server (run by the lab inside the workload; not for people).
+    #[command(hide = true)]
+    Serve {
+        /// The workload's name, sent back to every probe.
+        #[arg(long)]
+        workload: String,
+        /// PROTOCOL/PORT to serve (TCP/80, UDP/53). Repeatable.
+        #[arg(long = "port", value_name = "PROTOCOL/PORT")]
+        ports: Vec<String>,
+    },
+}
+
+/// What a lab probe sends.
+#[derive(Debug, Args)]
+pub(crate) struct LabProbeArgs {
+    /// Destination port.
+    #[arg(long, default_value_t = 80)]
+    pub(crate) port: u16,
+    /// TCP or UDP (SCTP needs a kernel with SCTP).
+    #[arg(long, default_value = "TCP")]
+    pub(crate) protocol: String,
+    /// How long one probe waits for an answer.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub(crate) timeout_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]

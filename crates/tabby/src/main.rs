@@ -4,6 +4,7 @@
 mod cli;
 mod input;
 mod ipam;
+mod lab;
 mod node;
 mod output;
 mod policy;
@@ -12,7 +13,8 @@ mod selector;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory as _, FromArgMatches as _};
 
 use crate::cli::{Cli, Command};
 
@@ -23,13 +25,24 @@ use crate::cli::{Cli, Command};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     init_tracing(cli.verbose);
+    // A lab has its own datastore unless --datastore is given on its command line: an
+    // exported TABBY_DATASTORE (the host's real one) must not fill up with lab resources.
+    let lab_datastore = cli
+        .datastore
+        .as_deref()
+        .filter(|_| matches.value_source("datastore") == Some(ValueSource::CommandLine));
     let result = match &cli.command {
         Command::Selector(cmd) => selector::run(cmd),
         Command::Policy(cmd) => policy::run(cli.datastore.as_deref(), cmd),
         Command::Node(cmd) => node::run(cli.datastore.as_deref(), cmd),
         Command::Ipam(cmd) => ipam::run(cli.datastore.as_deref(), cmd),
+        Command::Lab(cmd) => lab::run(lab_datastore, cmd),
         cmd => resources::run(&cli, cmd),
     };
     match result {

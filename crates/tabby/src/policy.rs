@@ -33,18 +33,7 @@ pub(crate) fn run(datastore: Option<&str>, cmd: &PolicyCommand) -> Result<ExitCo
         } => {
             let cluster = cluster(datastore, source)?;
             let q = query(connection)?;
-            let src = peer(&cluster, from)?;
-            let dst = peer(&cluster, to)?;
-            let verdict = evaluate(&cluster, src, dst, &q);
-            let word = if verdict.allowed() {
-                "ALLOWED"
-            } else {
-                "DENIED"
-            };
-            out(&format!(
-                "{from} -> {to} {q}: {word}\n\n{}{}",
-                verdict.egress, verdict.ingress
-            ))?;
+            out(&explain(&cluster, from, to, &q)?)?;
             print_notes(&cluster);
         }
     }
@@ -52,29 +41,44 @@ pub(crate) fn run(datastore: Option<&str>, cmd: &PolicyCommand) -> Result<ExitCo
 }
 
 fn query(c: &ConnectionArgs) -> Result<Query> {
-    let protocol = Protocol::parse(&IntOrString::String(c.protocol.clone()))
+    connection_query(&c.protocol, c.port)
+}
+
+/// The query for a new connection on `protocol` (by name) to `port`.
+pub(crate) fn connection_query(protocol: &str, port: u16) -> Result<Query> {
+    let protocol = Protocol::parse(&IntOrString::String(protocol.to_owned()))
         .map_err(|e| anyhow!("--protocol: {e}"))?;
     Ok(Query {
         protocol,
-        port: protocol.has_ports().then_some(c.port),
+        port: protocol.has_ports().then_some(port),
         source_port: None,
         icmp: None,
     })
 }
 
+/// The verdict for one connection and the tiers, policies and rules behind it.
+pub(crate) fn explain(cluster: &Cluster, from: &str, to: &str, q: &Query) -> Result<String> {
+    let src = peer(cluster, from)?;
+    let dst = peer(cluster, to)?;
+    let verdict = evaluate(cluster, src, dst, q);
+    let word = if verdict.allowed() {
+        "ALLOWED"
+    } else {
+        "DENIED"
+    };
+    Ok(format!(
+        "{from} -> {to} {q}: {word}\n\n{}{}",
+        verdict.egress, verdict.ingress
+    ))
+}
+
 /// Resources from the files given, else from the datastore.
 fn cluster(datastore: Option<&str>, source: &PolicySource) -> Result<Cluster> {
-    let resources: Vec<Resource> = if source.files.is_empty() {
+    if source.files.is_empty() {
         let url = datastore.map_or_else(tabby_store::default_url, str::to_owned);
-        let store =
-            tabby_store::open(&url).with_context(|| format!("cannot open datastore {url}"))?;
-        let client = Client::new(store);
-        let mut all = Vec::new();
-        for kind in Kind::ALL {
-            all.extend(client.list(*kind, None)?);
-        }
-        all
-    } else {
+        return stored_cluster(&url);
+    }
+    let resources: Vec<Resource> = {
         load_inputs(&source.files, None, true)?
             .into_iter()
             .map(|l| l.resource)
@@ -83,7 +87,18 @@ fn cluster(datastore: Option<&str>, source: &PolicySource) -> Result<Cluster> {
     Ok(Cluster::from_resources(&resources))
 }
 
-fn print_notes(cluster: &Cluster) {
+/// Every resource of the datastore at `url`, as the evaluator sees a cluster.
+pub(crate) fn stored_cluster(url: &str) -> Result<Cluster> {
+    let store = tabby_store::open(url).with_context(|| format!("cannot open datastore {url}"))?;
+    let client = Client::new(store);
+    let mut all = Vec::new();
+    for kind in Kind::ALL {
+        all.extend(client.list(*kind, None)?);
+    }
+    Ok(Cluster::from_resources(&all))
+}
+
+pub(crate) fn print_notes(cluster: &Cluster) {
     for note in &cluster.notes {
         output::note(&format!("note: {note}"));
     }
@@ -124,22 +139,37 @@ fn peer<'a>(cluster: &'a Cluster, name: &str) -> Result<Peer<'a>> {
 fn print_matrix(cluster: &Cluster, q: &Query, format: MatrixOutput) -> Result<()> {
     let m = matrix(cluster, q);
     let names: Vec<String> = m.endpoints.iter().map(ToString::to_string).collect();
+    out(&render_matrix(&names, &m.allowed, &q.to_string(), format))?;
+    if matches!(format, MatrixOutput::Table) {
+        out("(. allowed, X denied; `tabby policy explain FROM TO` says why)\n")?;
+    }
+    print_notes(cluster);
+    Ok(())
+}
+
+/// A matrix as a table (`.` allowed, `X` denied) or as JSON
+/// (`{"pods": [...], "allowed": {from: {to: bool}}}`); `label` heads the table.
+pub(crate) fn render_matrix(
+    names: &[String],
+    allowed: &[Vec<bool>],
+    label: &str,
+    format: MatrixOutput,
+) -> String {
     match format {
         MatrixOutput::Json => {
-            let mut allowed = BTreeMap::new();
+            let mut rows = BTreeMap::new();
             for (i, from) in names.iter().enumerate() {
                 let row: BTreeMap<&str, bool> = names
                     .iter()
                     .enumerate()
-                    .map(|(j, to)| (to.as_str(), m.allowed[i][j]))
+                    .map(|(j, to)| (to.as_str(), allowed[i][j]))
                     .collect();
-                allowed.insert(from.as_str(), row);
+                rows.insert(from.as_str(), row);
             }
-            let v = serde_json::json!({"pods": names, "allowed": allowed});
-            out(&format!("{v}\n"))?;
+            format!("{}\n", serde_json::json!({"pods": names, "allowed": rows}))
         }
         MatrixOutput::Table => {
-            let mut header = vec![format!("{q} from\\to")];
+            let mut header = vec![format!("{label} from\\to")];
             header.extend(names.iter().cloned());
             let rows: Vec<Vec<String>> = names
                 .iter()
@@ -147,17 +177,14 @@ fn print_matrix(cluster: &Cluster, q: &Query, format: MatrixOutput) -> Result<()
                 .map(|(i, from)| {
                     let mut row = vec![from.clone()];
                     row.extend(
-                        m.allowed[i]
+                        allowed[i]
                             .iter()
                             .map(|a| if *a { ".".to_owned() } else { "X".to_owned() }),
                     );
                     row
                 })
                 .collect();
-            out(&output::table(&header, &rows))?;
-            out("(. allowed, X denied; `tabby policy explain FROM TO` says why)\n")?;
+            output::table(&header, &rows)
         }
     }
-    print_notes(cluster);
-    Ok(())
 }

@@ -28,7 +28,11 @@ pub(crate) fn run(cli: &Cli, command: &Command) -> Result<ExitCode> {
         Command::Delete(args) => delete(&connect()?, args),
         Command::Get(args) => get(&connect()?, args),
         Command::Label(args) => label(&connect()?, args),
-        Command::Selector(_) | Command::Policy(_) | Command::Node(_) | Command::Ipam(_) => {
+        Command::Selector(_)
+        | Command::Policy(_)
+        | Command::Node(_)
+        | Command::Ipam(_)
+        | Command::Lab(_) => {
             unreachable!("dispatched in main")
         }
     }

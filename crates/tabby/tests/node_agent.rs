@@ -9,37 +9,20 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ipnet::IpNet;
 use tabby_dataplane::netns::write_sysctl;
-use tabby_dataplane::{NetNs, Netlink, Route, RtNetlink, WORKLOAD_HOST_MAC};
+use tabby_dataplane::workload::{self, NetnsSysctls};
+use tabby_dataplane::{NetNs, Netlink, RtNetlink};
 use tabby_test_util::ScratchDir;
 
 const TABBY: &str = env!("CARGO_BIN_EXE_tabby");
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 const FLIP_DEADLINE: Duration = Duration::from_secs(15);
-
-#[expect(
-    clippy::print_stdout,
-    reason = "a skipped test says so on the test's output"
-)]
-fn is_root(test: &str) -> bool {
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    if !root {
-        assert!(
-            std::env::var("CI").map(|v| v != "true").unwrap_or(true),
-            "{test}: needs root, and CI=true: not running it is a failure"
-        );
-        println!("{test}: skipped (needs root)");
-    }
-    root
-}
 
 /// Kills the agent when the test ends, however it ends.
 struct AgentProcess(Child);
@@ -138,47 +121,23 @@ fn tabby(db: &Path, args: &[&str], stdin: &str) {
     );
 }
 
-/// One workload: veth `iface` in the host (MAC ee:.., proxy ARP, no address), `eth0` with a
-/// /32 and a default route via 169.254.1.1 inside. No host route: that is the agent's job.
+/// One workload, plumbed as the lab and CNI plumb them. No host route: that is the agent's job.
 async fn plumb(host: &RtNetlink, host_ns: &NetNs, iface: &str, ip: &str) -> NetNs {
     let ns = NetNs::new("tbn-wl").expect("workload namespace");
-    let peer = format!("{iface}p");
-    host.add_veth(iface, &peer, Some(ns.path()))
-        .await
-        .expect("veth");
-    host.set_mac(iface, WORKLOAD_HOST_MAC).await.expect("mac");
-    host.set_up(iface).await.expect("up");
-    for (key, value) in [
-        ("ipv4/conf/{}/proxy_arp", "1"),
-        ("ipv4/neigh/{}/proxy_delay", "0"),
-    ] {
-        write_sysctl(
-            host_ns.path(),
-            &format!("net/{}", key.replace("{}", iface)),
-            value,
-        )
-        .expect("sysctl");
-    }
-    let wl = RtNetlink::in_netns(ns.path()).expect("netlink in workload");
-    wl.rename(&peer, "eth0").await.expect("rename");
-    wl.set_up("eth0").await.expect("eth0 up");
-    wl.set_up("lo").await.expect("lo up");
-    let addr: IpNet = format!("{ip}/32").parse().expect("valid");
-    wl.add_address("eth0", addr).await.expect("address");
-    let gw: IpNet = "169.254.1.1/32".parse().expect("valid");
-    let link = |dst: IpNet, gateway| Route {
-        dst,
-        dev: Some("eth0".to_owned()),
-        gateway,
-        scope_link: gateway.is_none(),
-        onlink: gateway.is_some(),
-    };
-    wl.replace_route(&link(gw, None))
-        .await
-        .expect("gateway route");
-    wl.replace_route(&link("0.0.0.0/0".parse().expect("valid"), Some(gw.addr())))
-        .await
-        .expect("default route");
+    let inside = RtNetlink::in_netns(ns.path()).expect("netlink in workload");
+    let addr: std::net::IpAddr = ip.parse().expect("valid");
+    workload::plumb(
+        host,
+        &NetnsSysctls(host_ns.path().to_owned()),
+        &inside,
+        &workload::Workload {
+            interface: iface,
+            netns: ns.path(),
+            addresses: &[addr],
+        },
+    )
+    .await
+    .expect("plumb workload");
     ns
 }
 
@@ -228,7 +187,9 @@ spec:\n  selector: app == 'b'\n  types: [Ingress]\n  ingress:\n  - {{action: All
 
 #[test]
 fn the_agent_enforces_policy_from_the_datastore_and_follows_changes() {
-    if !is_root("the_agent_enforces_policy_from_the_datastore_and_follows_changes") {
+    if !tabby_test_util::root_or_skip(
+        "the_agent_enforces_policy_from_the_datastore_and_follows_changes",
+    ) {
         return;
     }
     let dir = ScratchDir::new("node-agent");

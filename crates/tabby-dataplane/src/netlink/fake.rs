@@ -23,6 +23,8 @@ pub struct FakeLink {
     pub addrs: Vec<IpNet>,
     /// The veth peer's name, and the namespace it was moved to.
     pub peer: Option<(String, Option<PathBuf>)>,
+    /// The bridge it is attached to.
+    pub master: Option<String>,
 }
 
 /// What the fake holds.
@@ -105,6 +107,21 @@ impl Netlink for FakeNetlink {
             self.add_link(peer);
         }
         Ok(())
+    }
+
+    async fn add_bridge(&self, name: &str) -> Result<(), NetlinkError> {
+        if self.state().links.contains_key(name) {
+            return Err(NetlinkError::Invalid(format!("interface {name} exists")));
+        }
+        self.add_link(name);
+        Ok(())
+    }
+
+    async fn set_master(&self, name: &str, bridge: &str) -> Result<(), NetlinkError> {
+        if !self.state().links.contains_key(bridge) {
+            return Err(NetlinkError::NoSuchLink(bridge.to_owned()));
+        }
+        self.with_link(name, |l| l.master = Some(bridge.to_owned()))
     }
 
     async fn delete_link(&self, name: &str) -> Result<(), NetlinkError> {

@@ -11,7 +11,7 @@ use rtnetlink::packet_route::neighbour::NeighbourState;
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope,
 };
-use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::{Netlink, NetlinkError, Route, TABBY_ROUTE_PROTOCOL};
 use crate::netns;
@@ -193,6 +193,26 @@ impl Netlink for RtNetlink {
                 .map_err(kernel("move veth peer", peer))?;
         }
         Ok(())
+    }
+
+    async fn add_bridge(&self, name: &str) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .add(LinkBridge::new(name).build())
+            .execute()
+            .await
+            .map_err(kernel("add bridge", name))
+    }
+
+    async fn set_master(&self, name: &str, bridge: &str) -> Result<(), NetlinkError> {
+        let index = self.index(name).await?;
+        let master = self.index(bridge).await?;
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).controller(master).build())
+            .execute()
+            .await
+            .map_err(kernel("attach to bridge", format!("{name} to {bridge}")))
     }
 
     async fn delete_link(&self, name: &str) -> Result<(), NetlinkError> {

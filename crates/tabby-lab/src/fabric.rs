@@ -1,0 +1,306 @@
+//! `lab up`: the fabric, the nodes on it, their Node resources and their agents.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ipnet::{IpNet, Ipv4Net};
+use tabby_client::{Client, WriteMode};
+use tabby_dataplane::netns::{self, NETNS_DIR};
+use tabby_dataplane::workload::{NetnsSysctls, Sysctls as _};
+use tabby_dataplane::{Netlink as _, RtNetlink};
+use tabby_model::{Kind, LoadOptions, Resource};
+
+use crate::agent_http::{self, AGENT_HTTP};
+use crate::names::{netns_name, netns_prefix, node_name};
+use crate::state::{LabState, NodeState, StateFile};
+use crate::{Lab, LabConfig, LabError, MAX_NODES, UpOptions, down, process, validate_lab_name};
+
+/// The fabric's bridge, inside the fabric namespace.
+const BRIDGE: &str = "fabric0";
+/// The fabric's network; the bridge holds .1, node `i` holds .(10 + i).
+const FABRIC: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 0);
+const FABRIC_PREFIX: u8 = 24;
+/// How long agents get to become ready.
+const AGENT_READY: Duration = Duration::from_secs(30);
+
+fn fabric_addr(host: u8) -> Ipv4Addr {
+    let [a, b, c, _] = FABRIC.octets();
+    Ipv4Addr::new(a, b, c, host)
+}
+
+/// Calico's default pool, made when the datastore has none, so that pods without an address
+/// get one.
+const DEFAULT_POOL: &str = "apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: default-ipv4-ippool}
+spec: {cidr: 192.168.0.0/16, blockSize: 26, natOutgoing: true, nodeSelector: all()}
+";
+
+pub(crate) fn up(config: &LabConfig, opts: &UpOptions) -> Result<Lab, LabError> {
+    validate_lab_name(&opts.name)?;
+    if opts.nodes == 0 || opts.nodes > MAX_NODES {
+        return Err(LabError::Input(vec![format!(
+            "--nodes {}: a lab has 1 to {MAX_NODES} nodes",
+            opts.nodes
+        )]));
+    }
+    let leftovers = lab_namespaces(&opts.name);
+    if !leftovers.is_empty() {
+        return Err(LabError::Exists {
+            name: opts.name.clone(),
+            found: format!("network namespaces {}", leftovers.join(", ")),
+        });
+    }
+    let file = StateFile::create(&config.root, &opts.name)?;
+    let made = build(config, opts, &file);
+    match made {
+        Ok(state) => Ok(Lab {
+            config: config.clone(),
+            file,
+            state,
+        }),
+        Err(err) => {
+            // Unlock before tearing down: `down` takes the same lock.
+            drop(file);
+            if let Err(cleanup) = down(config, &opts.name) {
+                tracing::warn!(lab = %opts.name, error = %cleanup, "cleaning up a failed lab up");
+            }
+            Err(err)
+        }
+    }
+}
+
+/// The namespaces of lab `name` that exist now.
+pub(crate) fn lab_namespaces(name: &str) -> Vec<String> {
+    let prefix = netns_prefix(name);
+    let mut found: Vec<String> = std::fs::read_dir(NETNS_DIR)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+fn build(config: &LabConfig, opts: &UpOptions, file: &StateFile) -> Result<LabState, LabError> {
+    let dir = file.dir();
+    let datastore = opts
+        .datastore
+        .clone()
+        .unwrap_or_else(|| format!("sqlite:{}", dir.join("store.db").display()));
+    let mut state = LabState {
+        name: opts.name.clone(),
+        datastore: datastore.clone(),
+        fabric_netns: netns_name(&opts.name, "fabric"),
+        gateway: fabric_addr(1),
+        nodes: Vec::new(),
+        workloads: BTreeMap::new(),
+        loaded: BTreeSet::new(),
+    };
+    for i in 1..=opts.nodes {
+        let name = node_name(i);
+        state.nodes.push(NodeState {
+            netns: netns_name(&opts.name, &name),
+            address: fabric_addr(u8::try_from(10 + i).unwrap_or(u8::MAX)),
+            agent_pid: 0,
+            log: dir.join(format!("{name}.log")),
+            name,
+        });
+    }
+    // Saved first, so that a crash from here on leaves a lab that `down` can name.
+    file.save(&state)?;
+    write_resources(&state)?;
+    make_namespaces(&state)?;
+    for i in 0..state.nodes.len() {
+        let pid = start_agent(config, &state, &state.nodes[i], dir)?;
+        state.nodes[i].agent_pid = pid;
+        file.save(&state)?;
+    }
+    agent_http::wait_ready(&state.nodes, AGENT_READY)?;
+    tracing::info!(lab = %state.name, nodes = state.nodes.len(), "lab up");
+    Ok(state)
+}
+
+/// The nodes as Node resources (addresses on the fabric, which is how agents route to each
+/// other's workloads), and a default pool when the datastore has none.
+fn write_resources(state: &LabState) -> Result<(), LabError> {
+    let store = tabby_store::open(&state.datastore).map_err(LabError::store(&state.datastore))?;
+    let client = Client::new(store);
+    let mut text = String::new();
+    for node in &state.nodes {
+        text.push_str(&format!(
+            "---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: {}}}\nspec:\n  addresses: [{{address: {}/{FABRIC_PREFIX}, type: InternalIP}}]\n",
+            node.name, node.address
+        ));
+    }
+    if client.list(Kind::IpPool, None)?.is_empty() {
+        text.push_str("---\n");
+        text.push_str(DEFAULT_POOL);
+    }
+    let opts = LoadOptions {
+        default_namespace: "default".to_owned(),
+        enforce_namespace: false,
+        apply_defaults: true,
+    };
+    let resources: Vec<Resource> = tabby_model::load(&text, "lab", &opts)
+        .map_err(|e| LabError::Input(vec![e.to_string()]))?
+        .into_iter()
+        .map(|l| l.resource)
+        .collect();
+    client.write(&resources, WriteMode::Apply, false)?;
+    Ok(())
+}
+
+/// A runtime for netlink sockets (each lab step makes a few and is done).
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, LabError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(LabError::io("start a runtime for", "netlink"))
+}
+
+fn ns_path(name: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(name)
+}
+
+fn make_namespaces(state: &LabState) -> Result<(), LabError> {
+    netns::create(&state.fabric_netns)?;
+    for node in &state.nodes {
+        netns::create(&node.netns)?;
+    }
+    let rt = runtime()?;
+    rt.block_on(async {
+        let fabric_path = ns_path(&state.fabric_netns);
+        let fabric = RtNetlink::in_netns(&fabric_path).map_err(LabError::netlink("fabric"))?;
+        fabric
+            .set_up("lo")
+            .await
+            .map_err(LabError::netlink("fabric lo"))?;
+        fabric
+            .add_bridge(BRIDGE)
+            .await
+            .map_err(LabError::netlink("fabric bridge"))?;
+        fabric
+            .add_address(
+                BRIDGE,
+                IpNet::V4(Ipv4Net::new_assert(state.gateway, FABRIC_PREFIX)),
+            )
+            .await
+            .map_err(LabError::netlink("fabric bridge address"))?;
+        fabric
+            .set_up(BRIDGE)
+            .await
+            .map_err(LabError::netlink("fabric bridge"))?;
+        for node in &state.nodes {
+            let ctx = |what: &str| format!("{} {what}", node.name);
+            let node_path = ns_path(&node.netns);
+            let peer = format!("up-{}", node.name);
+            fabric
+                .add_veth(&node.name, &peer, Some(&node_path))
+                .await
+                .map_err(LabError::netlink(ctx("uplink")))?;
+            fabric
+                .set_master(&node.name, BRIDGE)
+                .await
+                .map_err(LabError::netlink(ctx("uplink")))?;
+            fabric
+                .set_up(&node.name)
+                .await
+                .map_err(LabError::netlink(ctx("uplink")))?;
+            let host =
+                RtNetlink::in_netns(&node_path).map_err(LabError::netlink(ctx("netlink")))?;
+            host.rename(&peer, "eth0")
+                .await
+                .map_err(LabError::netlink(ctx("eth0")))?;
+            host.set_up("lo")
+                .await
+                .map_err(LabError::netlink(ctx("lo")))?;
+            host.set_up("eth0")
+                .await
+                .map_err(LabError::netlink(ctx("eth0")))?;
+            host.add_address(
+                "eth0",
+                IpNet::V4(Ipv4Net::new_assert(node.address, FABRIC_PREFIX)),
+            )
+            .await
+            .map_err(LabError::netlink(ctx("eth0 address")))?;
+        }
+        Ok::<(), LabError>(())
+    })?;
+    for node in &state.nodes {
+        let sysctls = NetnsSysctls(ns_path(&node.netns));
+        for key in ["net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"] {
+            sysctls.write(key, "1")?;
+        }
+        default_route(&node.netns, state.gateway)?;
+    }
+    Ok(())
+}
+
+/// The node's default route through the fabric gateway. Written with the kernel's own
+/// protocol, not tabby's: the agent reconciles tabby's routes and would remove it. Proxy ARP
+/// on workload interfaces needs it too (it answers for 169.254.1.1 only when the host routes
+/// that address elsewhere).
+fn default_route(netns: &str, gateway: Ipv4Addr) -> Result<(), LabError> {
+    let out = Command::new("ip")
+        .args(["-n", netns, "route", "replace", "default", "via"])
+        .arg(gateway.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| LabError::Spawn {
+            what: "ip route (iproute2)".to_owned(),
+            error,
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(LabError::NotReady {
+            what: format!("the default route of {netns}"),
+            reason: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+pub(crate) fn start_agent(
+    config: &LabConfig,
+    state: &LabState,
+    node: &NodeState,
+    dir: &Path,
+) -> Result<u32, LabError> {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(&node.log)
+        .map_err(LabError::io("open", &node.log))?;
+    let mut cmd = Command::new(&config.tabby_bin);
+    cmd.arg("--datastore")
+        .arg(&state.datastore)
+        .args([
+            "node",
+            "run",
+            "--name",
+            &node.name,
+            "--metrics-addr",
+            AGENT_HTTP,
+        ])
+        .arg("--lock-dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info");
+    }
+    let child = process::spawn_in(
+        &ns_path(&node.netns),
+        &format!("the agent of {}", node.name),
+        cmd,
+    )?;
+    Ok(child.id())
+}

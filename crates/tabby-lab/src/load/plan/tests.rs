@@ -1,0 +1,188 @@
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use tabby_model::LoadOptions;
+
+use super::*;
+use crate::state::NodeState;
+
+fn lab(nodes: usize) -> LabState {
+    LabState {
+        name: "t".to_owned(),
+        datastore: "sqlite:/nowhere".to_owned(),
+        fabric_netns: "tabby-lab-t.fabric".to_owned(),
+        gateway: Ipv4Addr::new(172, 30, 0, 1),
+        nodes: (1..=nodes)
+            .map(|i| NodeState {
+                name: format!("node-{i}"),
+                netns: format!("tabby-lab-t.node-{i}"),
+                address: Ipv4Addr::new(172, 30, 0, 10 + i as u8),
+                agent_pid: 0,
+                log: PathBuf::new(),
+            })
+            .collect(),
+        workloads: BTreeMap::new(),
+        loaded: BTreeSet::new(),
+    }
+}
+
+fn resources(yaml: &str) -> Vec<Resource> {
+    tabby_model::load(
+        yaml,
+        "test",
+        &LoadOptions {
+            default_namespace: "default".to_owned(),
+            enforce_namespace: false,
+            apply_defaults: true,
+        },
+    )
+    .expect("test input loads")
+    .into_iter()
+    .map(|l| l.resource)
+    .collect()
+}
+
+fn pod(name: &str, extra: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: x}}\nspec:\n  containers: [{{name: c, ports: [{{containerPort: 80}}, {{containerPort: 81, protocol: UDP}}]}}]\n{extra}"
+    )
+}
+
+const POOL: &str = "---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.9.0.0/24}\n";
+
+fn run(state: &LabState, yaml: &str) -> Result<Plan, Vec<String>> {
+    let input = resources(yaml);
+    let pools = pools(&input, &[]);
+    plan(state, input, &pools)
+}
+
+#[test]
+fn pods_without_a_node_go_round_robin_and_get_the_lowest_free_addresses() {
+    let yaml = format!(
+        "{POOL}{}{}{}{}",
+        pod("a", ""),
+        pod("b", ""),
+        pod("c", ""),
+        pod("d", "")
+    );
+    let plan = run(&lab(3), &yaml).expect("plans");
+    let placed: Vec<(String, String, String)> = plan
+        .workloads
+        .values()
+        .map(|w| (w.key(), w.node.clone(), w.addresses[0].to_string()))
+        .collect();
+    assert_eq!(
+        placed,
+        [
+            ("x/a".into(), "node-1".into(), "10.9.0.1".into()),
+            ("x/b".into(), "node-2".into(), "10.9.0.2".into()),
+            ("x/c".into(), "node-3".into(), "10.9.0.3".into()),
+            ("x/d".into(), "node-1".into(), "10.9.0.4".into()),
+        ]
+    );
+    let a = &plan.workloads["x/a"];
+    assert_eq!(a.interface, workload_interface_name("x", "a"));
+    assert_eq!(a.netns, format!("tabby-lab-t.{}", a.interface));
+    assert_eq!(
+        a.ports,
+        [
+            ServePort {
+                protocol: ProbeProtocol::Tcp,
+                port: 80
+            },
+            ServePort {
+                protocol: ProbeProtocol::Udp,
+                port: 81
+            },
+        ]
+    );
+    // The stored pod says where it runs and its address, as a kubelet would report.
+    let Some(Resource::Pod(p)) = plan.resources.iter().find(|r| r.name() == "a") else {
+        panic!("pod a is written");
+    };
+    assert_eq!(p.spec.node_name.as_deref(), Some("node-1"));
+    assert_eq!(p.status.as_ref().unwrap()["podIP"], "10.9.0.1");
+}
+
+#[test]
+fn a_loaded_workload_keeps_its_node_and_address() {
+    let mut state = lab(2);
+    let first = run(&state, &format!("{POOL}{}", pod("a", ""))).expect("plans");
+    state.workloads = first.workloads;
+    state.workloads.get_mut("x/a").unwrap().node = "node-2".to_owned();
+    let again = run(&state, &format!("{POOL}{}{}", pod("z", ""), pod("a", ""))).expect("plans");
+    let a = &again.workloads["x/a"];
+    assert_eq!(
+        (a.node.as_str(), a.addresses[0].to_string().as_str()),
+        ("node-2", "10.9.0.1")
+    );
+    assert_eq!(again.workloads["x/z"].addresses[0].to_string(), "10.9.0.2");
+}
+
+#[test]
+fn every_problem_is_named_and_nothing_is_planned() {
+    let yaml = format!(
+        "{POOL}{}{}{}",
+        pod("a", "  nodeName: node-9\n"),
+        pod("b", "status: {podIP: 10.77.0.1}\n"),
+        pod("c", "status: {podIP: 10.9.0.5}\n"),
+    ) + &pod("d", "status: {podIP: 10.9.0.5}\n");
+    let errors = run(&lab(2), &yaml).unwrap_err();
+    let text = errors.join("\n");
+    assert!(
+        text.contains("Pod \"x/a\": spec.nodeName: \"node-9\" is not a node of lab \"t\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("status.podIP: 10.77.0.1 is in no IP pool"),
+        "{text}"
+    );
+    assert!(
+        text.contains("address 10.9.0.5 is given to another workload too"),
+        "{text}"
+    );
+    assert_eq!(errors.len(), 3, "{text}");
+}
+
+#[test]
+fn unsupported_ports_and_host_network_pods_are_warnings() {
+    let yaml = format!(
+        "{POOL}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: s, namespace: x}}\nspec:\n  containers: [{{name: c, ports: [{{containerPort: 80, protocol: SCTP}}]}}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: h, namespace: x}}\nspec: {{hostNetwork: true, containers: [{{name: c}}]}}\n"
+    );
+    let plan = run(&lab(1), &yaml).expect("plans");
+    assert_eq!(plan.workloads.len(), 1);
+    assert!(plan.workloads["x/s"].ports.is_empty());
+    let text = plan.warnings.join("\n");
+    assert!(text.contains("SCTP/80 is not served"), "{text}");
+    assert!(text.contains("spec.hostNetwork is true"), "{text}");
+}
+
+#[test]
+fn workload_endpoints_are_plumbed_as_given() {
+    let yaml = "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: n1-k8s-w-eth0, namespace: x}\nspec: {node: node-1, pod: w, interfaceName: tbw, ipNetworks: [10.1.2.3/32], ports: [{name: http, port: 8080, protocol: TCP}]}\n";
+    let plan = run(&lab(1), yaml).expect("plans");
+    let w = &plan.workloads["x/w"];
+    assert_eq!(
+        (w.interface.as_str(), w.addresses[0].to_string().as_str()),
+        ("tbw", "10.1.2.3")
+    );
+    assert_eq!(w.kind, WorkloadKind::WorkloadEndpoint);
+    let bad = "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: e, namespace: x}\nspec: {node: node-1, interfaceName: tbe, ipNetworks: [10.1.2.0/24]}\n";
+    let errors = run(&lab(1), bad).unwrap_err().join("\n");
+    assert!(errors.contains("spec.ipNetworks[0]"), "{errors}");
+}
+
+#[test]
+fn the_files_pools_come_before_the_datastores() {
+    let stored = resources(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: a-default}\nspec: {cidr: 192.168.0.0/16}\n",
+    );
+    let input = resources(&format!("{POOL}{}", pod("a", "")));
+    let pools = pools(&input, &stored);
+    assert_eq!(
+        pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        ["p", "a-default"]
+    );
+    let plan = plan(&lab(1), input, &pools).expect("plans");
+    assert_eq!(plan.workloads["x/a"].addresses[0].to_string(), "10.9.0.1");
+}

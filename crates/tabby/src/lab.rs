@@ -1,0 +1,449 @@
+//! `tabby lab ...`: arguments and output around `tabby-lab`.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tabby_lab::{
+    Lab, LabConfig, LabError, LoadOptions, LoadReport, ProbeProtocol, ProbeSpec, RealMatrix,
+    ServePort, UpOptions,
+};
+use tabby_model::Resource;
+
+use crate::cli::{LabCommand, LabProbeArgs, MatrixOutput};
+use crate::output::{self, note, out};
+use crate::policy;
+use crate::resources::load_inputs;
+
+/// The demo application (also a file users can load themselves).
+const DEMO: &str = include_str!("../../../examples/lab/demo.yaml");
+
+pub(crate) fn run(datastore: Option<&str>, cmd: &LabCommand) -> Result<ExitCode> {
+    if let LabCommand::Serve { workload, ports } = cmd {
+        return serve(workload, ports);
+    }
+    if !std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+        bail!("tabby lab needs root: it makes network namespaces, links and nftables tables");
+    }
+    let exe = std::env::current_exe().context("cannot find the tabby binary itself")?;
+    let config = LabConfig::new(exe);
+    match cmd {
+        LabCommand::Up { lab, nodes } => {
+            let lab = Lab::up(
+                &config,
+                &UpOptions {
+                    name: lab.name.clone(),
+                    nodes: *nodes,
+                    datastore: datastore.map(str::to_owned),
+                },
+            )?;
+            out(&up_summary(&lab))?;
+        }
+        LabCommand::Load {
+            lab,
+            files,
+            prune,
+            no_wait,
+            timeout,
+        } => {
+            let resources: Vec<Resource> = load_inputs(files, None, true)?
+                .into_iter()
+                .map(|l| l.resource)
+                .collect();
+            let mut lab = Lab::open(&config, &lab.name)?;
+            let report = lab.load(
+                resources,
+                LoadOptions {
+                    prune: *prune,
+                    wait: (!no_wait).then(|| Duration::from_secs(*timeout)),
+                },
+            )?;
+            out(&load_summary(&report, !no_wait))?;
+        }
+        LabCommand::Matrix { lab, probe, output } => {
+            let lab = Lab::open(&config, &lab.name)?;
+            let spec = probe_spec(probe)?;
+            let m = lab.matrix(&spec)?;
+            out(&policy::render_matrix(
+                &m.workloads,
+                &m.allowed,
+                &label(&spec),
+                *output,
+            ))?;
+            if matches!(output, MatrixOutput::Table) {
+                out("(. reached, X blocked: real connections between the lab's workloads)\n")?;
+            }
+            report_anomalies(&m);
+        }
+        LabCommand::Verify { lab, probe } => {
+            let lab = Lab::open(&config, &lab.name)?;
+            let spec = probe_spec(probe)?;
+            let (text, agree) = verify(&lab, &spec)?;
+            out(&text)?;
+            if !agree {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        LabCommand::Status { lab } => {
+            let lab = Lab::open(&config, &lab.name)?;
+            out(&status(&lab))?;
+        }
+        LabCommand::Exec {
+            lab,
+            target,
+            command,
+        } => {
+            let lab = Lab::open(&config, &lab.name)?;
+            let status = lab.exec(target, command)?;
+            return Ok(status
+                .code()
+                .and_then(|c| u8::try_from(c).ok())
+                .map_or(ExitCode::FAILURE, ExitCode::from));
+        }
+        LabCommand::Down { lab } => {
+            let report = tabby_lab::down(&config, &lab.name)?;
+            if report.nothing() {
+                out(&format!("no lab named {:?}: nothing to remove\n", lab.name))?;
+            } else {
+                out(&format!(
+                    "lab {:?} removed: {} processes stopped, {} network namespaces removed\n",
+                    lab.name, report.processes, report.namespaces
+                ))?;
+            }
+        }
+        LabCommand::Demo { lab, rm } => demo(&config, &lab.name, datastore, *rm)?,
+        LabCommand::Serve { .. } => unreachable!("handled above"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(workload: &str, ports: &[String]) -> Result<ExitCode> {
+    let mut parsed = Vec::new();
+    for p in ports {
+        let (protocol, port) = p
+            .split_once('/')
+            .with_context(|| format!("--port {p}: expected PROTOCOL/PORT, as TCP/80"))?;
+        let protocol = parse_protocol(protocol)?;
+        let port = port
+            .parse()
+            .with_context(|| format!("--port {p}: {port:?} is not a port number"))?;
+        parsed.push(ServePort { protocol, port });
+    }
+    tabby_lab::serve(workload, &parsed, || {
+        let _ = out("ready\n");
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_protocol(p: &str) -> Result<ProbeProtocol> {
+    match p.to_ascii_uppercase().as_str() {
+        "TCP" => Ok(ProbeProtocol::Tcp),
+        "UDP" => Ok(ProbeProtocol::Udp),
+        "SCTP" => {
+            let why = if tabby_lab::sctp_supported() {
+                "the lab's probes and servers speak TCP and UDP only"
+            } else {
+                "this kernel has no SCTP (no sctp module), so no SCTP packet can be sent"
+            };
+            bail!("--protocol SCTP: {why}")
+        }
+        other => bail!("--protocol {other}: the lab probes TCP or UDP"),
+    }
+}
+
+fn probe_spec(args: &LabProbeArgs) -> Result<ProbeSpec> {
+    if args.timeout_ms == 0 {
+        bail!("--timeout-ms must be at least 1");
+    }
+    Ok(ProbeSpec {
+        protocol: parse_protocol(&args.protocol)?,
+        port: args.port,
+        timeout: Duration::from_millis(args.timeout_ms),
+    })
+}
+
+fn label(spec: &ProbeSpec) -> String {
+    format!("{}/{}", spec.protocol, spec.port)
+}
+
+fn report_anomalies(m: &RealMatrix) {
+    for a in &m.anomalies {
+        note(&format!("warning: {a} (counted as blocked)"));
+    }
+}
+
+fn up_summary(lab: &Lab) -> String {
+    let s = lab.state();
+    let mut text = format!(
+        "lab {:?} is up: {} nodes on 172.30.0.0/24, datastore {}\n",
+        s.name,
+        s.nodes.len(),
+        s.datastore
+    );
+    for n in &s.nodes {
+        text.push_str(&format!(
+            "  {}  {}  agent pid {}  log {}\n",
+            n.name,
+            n.address,
+            n.agent_pid,
+            n.log.display()
+        ));
+    }
+    text.push_str(&format!(
+        "next: tabby lab load --name {} -f FILE   (examples/lab/demo.yaml is one)\n",
+        s.name
+    ));
+    text
+}
+
+fn load_summary(report: &LoadReport, waited: bool) -> String {
+    for w in &report.warnings {
+        note(&format!("warning: {w}"));
+    }
+    let mut text = String::new();
+    for o in &report.outcomes {
+        text.push_str(&format!("{} {}\n", o.object, o.change));
+    }
+    for p in &report.pruned {
+        text.push_str(&format!("{p} deleted (pruned)\n"));
+    }
+    let list = |v: &[String]| v.join(", ");
+    for (what, v) in [
+        ("workloads made", &report.created),
+        ("workloads changed", &report.changed),
+        ("workloads removed", &report.removed),
+    ] {
+        if !v.is_empty() {
+            text.push_str(&format!("{what}: {}\n", list(v)));
+        }
+    }
+    if waited {
+        text.push_str(&format!(
+            "every agent has programmed datastore revision {}\n",
+            report.revision
+        ));
+    }
+    text
+}
+
+/// The real matrix against the evaluator's, off the diagonal: the report and whether all agree.
+fn verify(lab: &Lab, spec: &ProbeSpec) -> Result<(String, bool)> {
+    let real = lab.matrix(spec)?;
+    report_anomalies(&real);
+    let cluster = policy::stored_cluster(&lab.state().datastore)?;
+    let q = policy::connection_query(&spec.protocol.to_string(), spec.port)?;
+    let expected = tabby_calc::matrix(&cluster, &q);
+    let index: BTreeMap<String, usize> = expected
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.to_string(), i))
+        .collect();
+    let mut differences = Vec::new();
+    let mut compared = 0;
+    for (i, from) in real.workloads.iter().enumerate() {
+        for (j, to) in real.workloads.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let (Some(&ei), Some(&ej)) = (index.get(from), index.get(to)) else {
+                differences.push(format!(
+                    "{from} -> {to}: not in the datastore's view (is the lab's state stale?)"
+                ));
+                continue;
+            };
+            compared += 1;
+            let want = expected.allowed[ei][ej];
+            let got = real.allowed[i][j];
+            if want != got {
+                let word = |a: bool| if a { "allowed" } else { "denied" };
+                differences.push(format!(
+                    "{from} -> {to} {}: real traffic {}, policy says {}",
+                    label(spec),
+                    if got { "passed" } else { "blocked" },
+                    word(want)
+                ));
+            }
+        }
+    }
+    let mut text = format!(
+        "lab {:?}, {}: {compared} pairs compared (a workload with itself is not)\n",
+        lab.state().name,
+        label(spec)
+    );
+    if differences.is_empty() {
+        text.push_str("real traffic agrees with `tabby policy matrix` on every pair\n");
+    } else {
+        text.push_str(&format!("{} differences:\n", differences.len()));
+        for d in &differences {
+            text.push_str(&format!("  {d}\n"));
+        }
+    }
+    Ok((text, differences.is_empty()))
+}
+
+fn status(lab: &Lab) -> String {
+    let s = lab.state();
+    let health = lab.health();
+    let node_rows: Vec<Vec<String>> = s
+        .nodes
+        .iter()
+        .zip(&health.nodes)
+        .map(|(n, h)| {
+            let agent = match (h.running, h.ready) {
+                (true, true) => "ready",
+                (true, false) => "running, not ready",
+                (false, _) => "stopped",
+            };
+            vec![
+                n.name.clone(),
+                n.address.to_string(),
+                format!("{agent} (pid {})", n.agent_pid),
+                n.log.display().to_string(),
+            ]
+        })
+        .collect();
+    let workload_rows: Vec<Vec<String>> = s
+        .workloads
+        .values()
+        .map(|w| {
+            let ports: Vec<String> = w.ports.iter().map(ToString::to_string).collect();
+            let server = if health.servers.get(&w.key()).copied().unwrap_or(false) {
+                "up"
+            } else {
+                "down"
+            };
+            vec![
+                w.key(),
+                w.node.clone(),
+                w.addresses
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                w.interface.clone(),
+                if ports.is_empty() {
+                    "-".to_owned()
+                } else {
+                    ports.join(",")
+                },
+                server.to_owned(),
+            ]
+        })
+        .collect();
+    let mut text = format!("lab {:?}, datastore {}\n\n", s.name, s.datastore);
+    text.push_str(&output::table(
+        &["NODE", "ADDRESS", "AGENT", "LOG"].map(str::to_owned),
+        &node_rows,
+    ));
+    text.push('\n');
+    if workload_rows.is_empty() {
+        text.push_str("no workloads yet (tabby lab load)\n");
+    } else {
+        text.push_str(&output::table(
+            &[
+                "WORKLOAD",
+                "NODE",
+                "ADDRESSES",
+                "INTERFACE",
+                "PORTS",
+                "SERVER",
+            ]
+            .map(str::to_owned),
+            &workload_rows,
+        ));
+    }
+    text
+}
+
+fn demo(config: &LabConfig, name: &str, datastore: Option<&str>, rm: bool) -> Result<()> {
+    out(&format!("== tabby lab up --name {name} --nodes 3\n"))?;
+    let lab = match Lab::up(
+        config,
+        &UpOptions {
+            name: name.to_owned(),
+            nodes: 3,
+            datastore: datastore.map(str::to_owned),
+        },
+    ) {
+        Ok(lab) => lab,
+        Err(err @ LabError::Exists { .. }) => return Err(err.into()),
+        Err(err) => return Err(err).context("bringing the demo lab up"),
+    };
+    out(&up_summary(&lab))?;
+    drop(lab);
+    let shown = run_demo(config, name);
+    if rm {
+        let report = tabby_lab::down(config, name)?;
+        out(&format!(
+            "\n== tabby lab down --name {name}: {} processes stopped, {} namespaces removed\n",
+            report.processes, report.namespaces
+        ))?;
+    } else if shown.is_ok() {
+        out(&format!(
+            "\nThe lab stays up. Try:\n  tabby lab status --name {name}\n  tabby lab matrix --name {name} --port 8080\n  tabby lab exec --name {name} node-1 -- nft list table inet tabby\n  tabby lab down --name {name}          removes everything\n"
+        ))?;
+    }
+    shown
+}
+
+fn run_demo(config: &LabConfig, name: &str) -> Result<()> {
+    let opts = tabby_model::LoadOptions {
+        default_namespace: "default".to_owned(),
+        enforce_namespace: false,
+        apply_defaults: true,
+    };
+    let resources: Vec<Resource> = tabby_model::load(DEMO, "examples/lab/demo.yaml", &opts)?
+        .into_iter()
+        .map(|l| l.resource)
+        .collect();
+    let mut lab = Lab::open(config, name)?;
+    out(&format!(
+        "\n== tabby lab load --name {name} -f examples/lab/demo.yaml\n"
+    ))?;
+    let report = lab.load(
+        resources,
+        LoadOptions {
+            prune: false,
+            wait: Some(Duration::from_secs(60)),
+        },
+    )?;
+    out(&load_summary(&report, true))?;
+    out(&format!("\n== tabby lab status --name {name}\n"))?;
+    out(&status(&lab))?;
+    for port in [8080, 5432] {
+        let spec = ProbeSpec {
+            protocol: ProbeProtocol::Tcp,
+            port,
+            timeout: Duration::from_millis(1000),
+        };
+        out(&format!(
+            "\n== real connections on TCP/{port} (tabby lab matrix --name {name} --port {port})\n"
+        ))?;
+        let m = lab.matrix(&spec)?;
+        report_anomalies(&m);
+        out(&policy::render_matrix(
+            &m.workloads,
+            &m.allowed,
+            &label(&spec),
+            MatrixOutput::Table,
+        ))?;
+        out("(. reached, X blocked)\n")?;
+        let (text, _) = verify(&lab, &spec)?;
+        out(&text)?;
+    }
+    out(
+        "\n== why web/frontend cannot reach the database (tabby policy explain web/frontend shop/database --port 5432)\n",
+    )?;
+    let cluster = policy::stored_cluster(&lab.state().datastore)?;
+    let q = policy::connection_query("TCP", 5432)?;
+    out(&policy::explain(
+        &cluster,
+        "web/frontend",
+        "shop/database",
+        &q,
+    )?)?;
+    Ok(())
+}
