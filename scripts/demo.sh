@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The main job for now: build tabby, store the example resources (Calico manifests, a
-# Kubernetes NetworkPolicy, pods) in a demo datastore, list them, and show who can reach whom
-# and why.
-# (The multi-host lab demo replaces this once the dataplane lands.)
+# The main job: build tabby, bring up a lab of three hosts (network namespaces on one bridge,
+# each running the tabby agent), load a small application in two namespaces with a security
+# tier and allow policies, probe every pair of workloads with real connections, check them
+# against `tabby policy matrix`, and explain a denied connection.
+#
+# The lab stays up for you to explore; the script ends by saying how to remove it.
+# TABBY_DEMO_RM=1 removes it at the end instead. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,45 +13,6 @@ scripts/deps.sh
 cargo build --release --locked -p tabby
 tabby=target/release/tabby
 
-demo_dir=${TABBY_DEMO_DIR:-/tmp/tabby-demo}
-rm -rf "$demo_dir"   # a fresh datastore each run, so the output is always the same
-export TABBY_DATASTORE="sqlite:$demo_dir/tabby.db"
-echo "== datastore: $TABBY_DATASTORE"
-echo
-echo "== tabby apply -f examples/"
-"$tabby" apply -f examples/
-echo
-echo "== tabby get all -A"
-"$tabby" get all -A
-echo
-echo "== tabby get gnp deny-blocklist -o yaml"
-"$tabby" get gnp deny-blocklist -o yaml
-echo "== who can reach whom on TCP/8080 (tabby policy matrix)"
-"$tabby" policy matrix --port 8080
-echo
-echo "== why the database cannot reach the backend (tabby policy explain)"
-"$tabby" policy explain shop/database shop/backend --port 8080
-echo
-echo "== a selector, its canonical form and ID"
-"$tabby" selector parse "app == 'web' && tier in {'api', 'web'}"
-echo
-echo "== an invalid file is refused whole, with every problem named"
-bad=$(mktemp)
-trap 'rm -f "$bad"' EXIT
-cat > "$bad" <<'YAML'
-apiVersion: projectcalico.org/v3
-kind: GlobalNetworkPolicy
-metadata: {name: deny-db}
-spec:
-  selector: role == 'db'
-  ingress:
-    - action: Deny
-      protocol: TCP
-      destination: {ports: [5432, "90:80"]}
----
-apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata: {name: typo}
-spec: {cidr: 10.66.0.0/16, blockSzie: 26}
-YAML
-"$tabby" apply -f "$bad" || true
+# A lab left by an earlier run of this script.
+"$tabby" lab down --name demo >/dev/null
+exec "$tabby" lab demo --name demo ${TABBY_DEMO_RM:+--rm}
