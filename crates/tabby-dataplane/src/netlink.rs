@@ -111,6 +111,13 @@ pub trait Netlink {
         mac: [u8; 6],
     ) -> impl Future<Output = Result<(), NetlinkError>> + Send;
 
+    /// Sets an interface's MTU.
+    fn set_mtu(
+        &self,
+        name: &str,
+        mtu: u32,
+    ) -> impl Future<Output = Result<(), NetlinkError>> + Send;
+
     /// Renames an interface (it must be down).
     fn rename(
         &self,

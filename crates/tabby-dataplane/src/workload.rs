@@ -27,7 +27,7 @@ pub const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 /// The host side's IPv6 link-local address (EUI-64 of [`WORKLOAD_HOST_MAC`]).
 pub const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0xecee, 0xeeff, 0xfeee, 0xeeee);
 
-/// The interface name inside the workload.
+/// The interface name inside the workload unless the caller names another (CNI_IFNAME).
 pub const WORKLOAD_INTERFACE: &str = "eth0";
 
 /// Writes sysctls of one namespace (`key` as in `net/ipv4/ip_forward`).
@@ -84,8 +84,12 @@ pub struct Workload<'a> {
     pub interface: &'a str,
     /// The workload's namespace, where `eth0` goes.
     pub netns: &'a Path,
-    /// Its addresses (each becomes a /32 or /128 on `eth0`).
+    /// The interface name inside ([`WORKLOAD_INTERFACE`] unless the runtime asks another).
+    pub inside: &'a str,
+    /// Its addresses (each becomes a /32 or /128 on the inside interface).
     pub addresses: &'a [IpAddr],
+    /// MTU of both ends; `None` leaves the kernel's default.
+    pub mtu: Option<u32>,
 }
 
 /// Makes the veth pair and configures both ends. On failure the host side is deleted again
@@ -97,11 +101,15 @@ pub async fn plumb<L: Netlink>(
     w: &Workload<'_>,
 ) -> Result<(), PlumbError> {
     let interface = w.interface;
-    if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
-        return Err(PlumbError::Invalid {
-            interface: interface.to_owned(),
-            reason: "an interface name must be 1 to 15 bytes with no '/' or space".to_owned(),
-        });
+    for name in [interface, w.inside] {
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+            return Err(PlumbError::Invalid {
+                interface: interface.to_owned(),
+                reason: format!(
+                    "interface name {name:?}: must be 1 to 15 bytes with no '/' or space"
+                ),
+            });
+        }
     }
     if w.addresses.is_empty() {
         return Err(PlumbError::Invalid {
@@ -143,6 +151,10 @@ async fn configure<L: Netlink>(
     host.set_mac(interface, WORKLOAD_HOST_MAC)
         .await
         .map_err(nl)?;
+    if let Some(mtu) = w.mtu {
+        host.set_mtu(interface, mtu).await.map_err(nl)?;
+        inside.set_mtu(peer, mtu).await.map_err(nl)?;
+    }
     for (key, value) in [
         ("net/ipv4/conf/{}/proxy_arp", "1"),
         ("net/ipv4/neigh/{}/proxy_delay", "0"),
@@ -157,23 +169,21 @@ async fn configure<L: Netlink>(
     }
     host.set_up(interface).await.map_err(nl)?;
 
-    inside.rename(peer, WORKLOAD_INTERFACE).await.map_err(nl)?;
+    let eth = w.inside;
+    inside.rename(peer, eth).await.map_err(nl)?;
     inside.set_up("lo").await.map_err(nl)?;
-    inside.set_up(WORKLOAD_INTERFACE).await.map_err(nl)?;
+    inside.set_up(eth).await.map_err(nl)?;
     let mut v4 = false;
     let mut v6 = false;
     for addr in w.addresses {
         let net = IpNet::from(*addr);
-        inside
-            .add_address(WORKLOAD_INTERFACE, net)
-            .await
-            .map_err(nl)?;
+        inside.add_address(eth, net).await.map_err(nl)?;
         v4 |= addr.is_ipv4();
         v6 |= addr.is_ipv6();
     }
     let via = |dst: IpNet, gateway: Option<IpAddr>| Route {
         dst,
-        dev: Some(WORKLOAD_INTERFACE.to_owned()),
+        dev: Some(eth.to_owned()),
         gateway,
         scope_link: gateway.is_none(),
         onlink: gateway.is_some(),

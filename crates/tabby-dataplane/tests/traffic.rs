@@ -142,7 +142,9 @@ async fn plumb(host: &RtNetlink, host_ns: &NetNs, iface: &str, ip: &str) -> Work
         &workload::Workload {
             interface: iface,
             netns: ns.path(),
+            inside: workload::WORKLOAD_INTERFACE,
             addresses: &[addr],
+            mtu: None,
         },
     )
     .await

@@ -226,7 +226,9 @@ impl Lab {
                     &Workload {
                         interface: &want.interface,
                         netns: &path,
+                        inside: workload::WORKLOAD_INTERFACE,
                         addresses: &want.addresses,
+                        mtu: None,
                     },
                 )
                 .await?;

@@ -133,7 +133,9 @@ async fn plumb(host: &RtNetlink, host_ns: &NetNs, iface: &str, ip: &str) -> NetN
         &workload::Workload {
             interface: iface,
             netns: ns.path(),
+            inside: workload::WORKLOAD_INTERFACE,
             addresses: &[addr],
+            mtu: None,
         },
     )
     .await

@@ -25,6 +25,8 @@ pub struct FakeLink {
     pub peer: Option<(String, Option<PathBuf>)>,
     /// The bridge it is attached to.
     pub master: Option<String>,
+    /// Its MTU, if set.
+    pub mtu: Option<u32>,
 }
 
 /// What the fake holds.
@@ -145,6 +147,10 @@ impl Netlink for FakeNetlink {
 
     async fn set_mac(&self, name: &str, mac: [u8; 6]) -> Result<(), NetlinkError> {
         self.with_link(name, |l| l.mac = Some(mac))
+    }
+
+    async fn set_mtu(&self, name: &str, mtu: u32) -> Result<(), NetlinkError> {
+        self.with_link(name, |l| l.mtu = Some(mtu))
     }
 
     async fn rename(&self, name: &str, new_name: &str) -> Result<(), NetlinkError> {

@@ -249,6 +249,16 @@ impl Netlink for RtNetlink {
             .map_err(kernel("set MAC", name))
     }
 
+    async fn set_mtu(&self, name: &str, mtu: u32) -> Result<(), NetlinkError> {
+        let index = self.index(name).await?;
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
+            .execute()
+            .await
+            .map_err(kernel("set MTU", name))
+    }
+
     async fn rename(&self, name: &str, new_name: &str) -> Result<(), NetlinkError> {
         let index = self.index(name).await?;
         self.handle

@@ -33,13 +33,16 @@ fn both_ends_are_configured_as_calico_does() {
     let w = Workload {
         interface: "tbabcdef12345",
         netns: Path::new("/run/netns/wl"),
+        inside: WORKLOAD_INTERFACE,
         addresses: &addresses,
+        mtu: Some(1400),
     };
     block_on(plumb(&host, &sysctls, &inside, &w)).expect("plumbed");
 
     let h = host.state();
     let link = &h.links["tbabcdef12345"];
     assert_eq!(link.mac, Some(WORKLOAD_HOST_MAC));
+    assert_eq!(link.mtu, Some(1400));
     assert!(link.up);
     assert!(link.addrs.is_empty(), "the host side has no address");
     assert!(
@@ -56,6 +59,7 @@ fn both_ends_are_configured_as_calico_does() {
     let i = inside.state();
     let eth0 = &i.links[WORKLOAD_INTERFACE];
     assert!(eth0.up);
+    assert_eq!(eth0.mtu, Some(1400));
     assert_eq!(
         eth0.addrs,
         [
@@ -87,7 +91,9 @@ fn a_failure_leaves_no_veth_behind() {
     let w = Workload {
         interface: "tbabcdef12345",
         netns: Path::new("/run/netns/wl"),
+        inside: WORKLOAD_INTERFACE,
         addresses: &addresses,
+        mtu: None,
     };
     let err = block_on(plumb(&host, &RecordedSysctls::default(), &inside, &w)).unwrap_err();
     assert!(err.to_string().contains("tbabcdef12345"), "{err}");
@@ -106,7 +112,9 @@ fn bad_requests_are_refused_before_any_write() {
         let w = Workload {
             interface,
             netns: Path::new("/run/netns/wl"),
+            inside: WORKLOAD_INTERFACE,
             addresses: addrs,
+            mtu: None,
         };
         let err = block_on(plumb(&host, &RecordedSysctls::default(), &host, &w)).unwrap_err();
         assert!(matches!(err, PlumbError::Invalid { .. }), "{err}");
