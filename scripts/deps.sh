@@ -21,6 +21,7 @@ declare -A needs=(
   [etcdctl]=etcd-client
   [protoc]=protobuf-compiler  # etcd-client compiles etcd's gRPC protos at build time
   [openssl]=openssl   # tabby-store etcd TLS test makes its CA and certificates
+  [iperf3]=iperf3     # the lab benchmark's throughput figures
 )
 
 missing=()
