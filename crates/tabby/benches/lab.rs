@@ -5,7 +5,10 @@
 //! nothing else without it); never fails on a slow machine.
 
 #[path = "../tests/support/lab.rs"]
-#[expect(dead_code, reason = "the tests' lab helper; the benchmark needs only part of it")]
+#[expect(
+    dead_code,
+    reason = "the tests' lab helper; the benchmark needs only part of it"
+)]
 mod lab;
 
 use std::fmt::Write as _;
