@@ -36,7 +36,7 @@ Examples:
 
 The datastore is a SQLite file by default; set --datastore or TABBY_DATASTORE to choose another.")]
 pub(crate) struct Cli {
-    /// Datastore URL: sqlite:PATH (default: sqlite:/var/lib/tabby/tabby.db as root) or etcd://HOST:PORT.
+    /// Datastore URL: sqlite:PATH (default: sqlite:/var/lib/tabby/tabby.db as root), etcd://HOST:PORT[,...][/PREFIX] or etcds://...?ca=PATH[&cert=PATH&key=PATH].
     #[arg(long, global = true, env = "TABBY_DATASTORE", value_name = "URL")]
     pub(crate) datastore: Option<String>,
     /// More log output on stderr (-v info, -vv debug). TABBY_LOG takes a tracing filter.
@@ -113,6 +113,61 @@ Examples:
     /// agents, real traffic.
     #[command(subcommand)]
     Lab(LabCommand),
+    /// Whole-datastore copies: export, import, migrate between SQLite and etcd.
+    #[command(subcommand)]
+    Datastore(DatastoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DatastoreCommand {
+    /// Write every stored object (resources and IPAM state) as YAML.
+    #[command(after_help = "\
+Each object becomes a DatastoreObject document with its datastore key and stored value, so
+that import restores it exactly, IPAM blocks and handles included.
+
+Examples:
+  tabby datastore export > backup.yaml
+  tabby datastore export -o backup.yaml --datastore etcd://10.0.0.1:2379")]
+    Export {
+        /// Write to this file instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Restore an export into the datastore (it must be empty unless --overwrite).
+    #[command(after_help = "\
+Every document is checked before anything is written; objects go in commits of 100 and are
+read back and compared at the end.
+
+Examples:
+  tabby datastore import -f backup.yaml
+  tabby datastore import -f backup.yaml --datastore etcd://10.0.0.1:2379 --overwrite")]
+    Import {
+        /// The export to read (`-` for standard input).
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: PathBuf,
+        /// Replace objects that already exist instead of refusing a non-empty datastore.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Copy every object from one datastore to another and verify the copy.
+    #[command(after_help = "\
+Stop the writers (agents, CNI plugin) first: the source is listed again after the copy, and
+a source that changed meanwhile fails the migration. The target must be empty unless
+--overwrite.
+
+Example:
+  tabby datastore migrate --from sqlite:/var/lib/tabby/tabby.db --to etcd://10.0.0.1:2379,10.0.0.2:2379")]
+    Migrate {
+        /// The datastore to copy from.
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The datastore to copy into.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Replace objects that already exist in the target instead of refusing.
+        #[arg(long)]
+        overwrite: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,6 +2,7 @@
 //! `tabby-client`, the model in `tabby-model`, storage in `tabby-store`.
 
 mod cli;
+mod datastore;
 mod input;
 mod ipam;
 mod lab;
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
         Command::Node(cmd) => node::run(cli.datastore.as_deref(), cmd),
         Command::Ipam(cmd) => ipam::run(cli.datastore.as_deref(), cmd),
         Command::Lab(cmd) => lab::run(lab_datastore, cmd),
+        Command::Datastore(cmd) => datastore::run(cli.datastore.as_deref(), cmd),
         cmd => resources::run(&cli, cmd),
     };
     match result {

@@ -32,7 +32,8 @@ pub(crate) fn run(cli: &Cli, command: &Command) -> Result<ExitCode> {
         | Command::Policy(_)
         | Command::Node(_)
         | Command::Ipam(_)
-        | Command::Lab(_) => {
+        | Command::Lab(_)
+        | Command::Datastore(_) => {
             unreachable!("dispatched in main")
         }
     }
