@@ -51,8 +51,6 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing and wants a quick
-    // smoke run, which the knobs can shrink further.
     let scratch = ScratchDir::new("etcd-bench");
     let base: PathBuf = std::env::var_os("TABBY_BENCH_ETCD_DIR")
         .map_or_else(|| scratch.path().to_owned(), PathBuf::from);
@@ -102,8 +100,7 @@ fn cas_writes(cluster: &EtcdCluster, disk: &str) {
                         let t = Instant::now();
                         let current = store.get(key).expect("read").expect("the counter");
                         let n: u64 = current.value.parse().expect("a count");
-                        match store.update(key, &(n + 1).to_string(), Some(current.mod_revision))
-                        {
+                        match store.update(key, &(n + 1).to_string(), Some(current.mod_revision)) {
                             Ok(_) => {
                                 done.fetch_add(1, Ordering::Relaxed);
                                 mine.push(t.elapsed().as_secs_f64() * 1e3);
@@ -125,7 +122,11 @@ fn cas_writes(cluster: &EtcdCluster, disk: &str) {
         lat.sort_by(f64::total_cmp);
         println!(
             "{{\"bench\":\"etcd_cas_writes\",\"members\":3,\"data\":\"{disk}\",\"threads\":{threads},\"keys\":\"{}\",\"writes_per_s\":{:.0},\"conflicts_per_s\":{:.0},\"read_cas_ms_p50\":{:.2},\"read_cas_ms_p99\":{:.2}}}",
-            if shared { "one shared" } else { "one per thread" },
+            if shared {
+                "one shared"
+            } else {
+                "one per thread"
+            },
             done.load(Ordering::Relaxed) as f64 / elapsed,
             conflicts.load(Ordering::Relaxed) as f64 / elapsed,
             percentile(&lat, 0.5),
@@ -142,7 +143,12 @@ fn process_usage(pid: u32) -> (f64, u64) {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
     let cpu = (ticks(11) + ticks(12)) / 100.0;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -155,7 +161,11 @@ fn process_usage(pid: u32) -> (f64, u64) {
 }
 
 fn endpoint_key(i: u64) -> Key {
-    Key::new("WorkloadEndpoint", format!("ns-{}", i % 100), format!("wep-{i}"))
+    Key::new(
+        "WorkloadEndpoint",
+        format!("ns-{}", i % 100),
+        format!("wep-{i}"),
+    )
 }
 
 /// A WorkloadEndpoint-sized value carrying the time it was written.
@@ -205,9 +215,7 @@ fn watch_latency(cluster: &EtcdCluster, disk: &str) {
     }
     let load_s = loading.elapsed().as_secs_f64();
 
-    let stores: Vec<Arc<dyn Datastore>> = (0..connections)
-        .map(|_| Arc::from(open(&url)))
-        .collect();
+    let stores: Vec<Arc<dyn Datastore>> = (0..connections).map(|_| Arc::from(open(&url))).collect();
     let start_rev = writer.revision().expect("revision");
     let updates = rate * seconds;
     let received = AtomicUsize::new(0);
@@ -230,8 +238,7 @@ fn watch_latency(cluster: &EtcdCluster, disk: &str) {
                 let mut watch = store.watch(start_rev, filter).expect("watch");
                 let mut mine = Vec::with_capacity(updates as usize);
                 while (mine.len() as u64) < updates && !stop.load(Ordering::Relaxed) {
-                    let Some(event) = watch.next(Duration::from_millis(200)).expect("watch")
-                    else {
+                    let Some(event) = watch.next(Duration::from_millis(200)).expect("watch") else {
                         continue;
                     };
                     let now = now_nanos();
