@@ -47,6 +47,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long opening waits for a first answer; unreachable endpoints are then diagnosed.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long opening retries connection failures (one member of several may be down).
+const OPEN_RETRY: Duration = Duration::from_secs(2);
+
 /// How long reads keep retrying on errors that leave no doubt (no leader, unreachable).
 const READ_RETRY: Duration = Duration::from_secs(10);
 
@@ -365,7 +368,17 @@ impl EtcdStore {
         let marker = keys::schema_value();
         let location = shared.location.clone();
         let answer = shared.run_for(OPEN_TIMEOUT, async move {
-            Ok(claim_prefix(&mut kv, schema, root, marker).await)
+            // With one member down the client may try it first: give the others a moment.
+            let started = Instant::now();
+            loop {
+                let result = claim_prefix(&mut kv, &schema, &root, &marker).await;
+                match result {
+                    Err(err) if !is_from_server(&err) && started.elapsed() < OPEN_RETRY => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    other => return Ok(other),
+                }
+            }
         });
         let claim = match answer {
             Ok(Ok(claim)) => claim,
@@ -457,20 +470,20 @@ impl EtcdStore {
 /// Reads the prefix's marker, or marks the prefix if it is empty.
 async fn claim_prefix(
     kv: &mut KvClient,
-    schema: String,
-    root: String,
-    marker: String,
+    schema: &str,
+    root: &str,
+    marker: &str,
 ) -> Result<Claim, etcd_client::Error> {
-    let found = kv.get(schema.clone(), None).await?;
+    let found = kv.get(schema, None).await?;
     if let Some(existing) = found.kvs().first() {
         return Ok(Claim::Marked(existing.value().to_vec()));
     }
     let any = kv
         .get(
-            root.clone(),
+            root,
             Some(
                 GetOptions::new()
-                    .with_range(prefix_end(&root))
+                    .with_range(prefix_end(root))
                     .with_limit(1)
                     .with_keys_only(),
             ),
@@ -482,12 +495,12 @@ async fn claim_prefix(
         ));
     }
     let txn = Txn::new()
-        .when([Compare::version(schema.clone(), CompareOp::Equal, 0)])
-        .and_then([TxnOp::put(schema.clone(), marker.clone(), None)])
+        .when([Compare::version(schema, CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(schema, marker, None)])
         .or_else([TxnOp::get(schema, None)]);
     let resp = kv.txn(txn).await?;
     if resp.succeeded() {
-        return Ok(Claim::Marked(marker.into_bytes()));
+        return Ok(Claim::Marked(marker.as_bytes().to_vec()));
     }
     // Another tabby claimed it at the same moment: read its marker.
     let value = first_get(&resp).map(|kv| kv.value().to_vec());
@@ -774,14 +787,12 @@ impl Datastore for EtcdStore {
             if before.is_some_and(|b| up_to <= b) || up_to <= 0 {
                 return Ok(());
             }
-            let mut kv = shared.kv.clone();
-            let location = shared.location.clone();
-            shared.run(async move {
+            // Compaction is idempotent, so it retries like a read.
+            shared.read(move |mut kv| async move {
                 match kv
                     .compact(up_to, Some(CompactionOptions::new().with_physical()))
                     .await
                 {
-                    Ok(_) => Ok(()),
                     // Someone (etcd's auto-compaction, another installation) went further.
                     Err(e)
                         if e.to_string()
@@ -789,7 +800,7 @@ impl Datastore for EtcdStore {
                     {
                         Ok(())
                     }
-                    Err(e) => Err(backend(&location, &e)),
+                    other => other.map(|_| ()),
                 }
             })?;
             let guard = match existing {
