@@ -9,9 +9,11 @@
 //!
 //! Key types: [`protocol::dispatch`] (one invocation, environment and stdin to stdout and
 //! exit status), [`protocol::Plugin`] (the commands), [`plugin::TabbyPlugin`] (tabby's
-//! commands), [`result::CniResult`], [`config::TabbyConf`].
+//! commands), [`kernel::KernelPlumbing`] (the real veth, on `tabby_dataplane::workload`),
+//! [`result::CniResult`], [`config::TabbyConf`].
 
 pub mod config;
+pub mod kernel;
 pub mod plugin;
 pub mod plumbing;
 pub mod protocol;

@@ -2,6 +2,7 @@
 //! `tabby-client`, the model in `tabby-model`, storage in `tabby-store`.
 
 mod cli;
+mod cni;
 mod datastore;
 mod input;
 mod ipam;
@@ -26,6 +27,12 @@ use crate::cli::{Cli, Command};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // A container runtime runs the binary as its CNI plugin: no arguments, the request in
+    // the environment and on stdin.
+    if cni::is_cni() {
+        init_tracing(0);
+        return cni::main();
+    }
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
