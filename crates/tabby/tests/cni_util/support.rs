@@ -5,7 +5,6 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -14,25 +13,11 @@ use tabby_dataplane::netns::write_sysctl;
 use tabby_dataplane::{NetNs, Netlink, RtNetlink};
 use tabby_test_util::{ScratchDir, run_with_stdin};
 
+pub(crate) use tabby_test_util::root_or_skip as is_root;
+
 pub(crate) const TABBY: &str = env!("CARGO_BIN_EXE_tabby");
 pub(crate) const NODE: &str = "node-cni";
 pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
-
-#[expect(
-    clippy::print_stdout,
-    reason = "a skipped test says so on the test's output"
-)]
-pub(crate) fn is_root(test: &str) -> bool {
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    if !root {
-        assert!(
-            std::env::var("CI").map(|v| v != "true").unwrap_or(true),
-            "{test}: needs root, and CI=true: not running it is a failure"
-        );
-        println!("{test}: skipped (needs root)");
-    }
-    root
-}
 
 pub(crate) fn text(o: &Output) -> String {
     format!(
