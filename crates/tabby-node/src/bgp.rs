@@ -132,6 +132,13 @@ impl Bgp {
         if let Some(run) = &mut self.running {
             for change in run.drain() {
                 match change {
+                    // A route to the next hop's own network (a peer exporting its
+                    // connected subnet) would replace the connected route the next hop is
+                    // reached by and cut off everything learned through it.
+                    RouteChange::Learned(r) if r.prefix.contains(&r.next_hop) => {
+                        tracing::debug!(prefix = %r.prefix, next_hop = %r.next_hop, "not programming a route that covers its own next hop");
+                        dp.set_learned(r.prefix, None);
+                    }
                     RouteChange::Learned(r) => dp.set_learned(r.prefix, Some(r.next_hop)),
                     RouteChange::Withdrawn(p) => dp.set_learned(p, None),
                 }

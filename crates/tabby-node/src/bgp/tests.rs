@@ -131,9 +131,12 @@ fn two_nodes_learn_each_others_workload_routes_and_bgp_replaces_datastore_routes
     let inputs = inputs(&cluster(free_port(), free_port()));
     let mut a = side("a", Routing::Auto, &["tba"]);
     let mut b = side("b", Routing::Bgp, &["tbb"]);
+    // a also originates a network that covers its own address, which b must not program
+    // (it would shadow the route b reaches a by).
     let a_deltas = [
         local("10.70.0.1/32", "tba"),
         remote("10.70.1.1/32", "10.9.9.8"),
+        local("127.0.0.0/30", "tba"),
     ];
     a.bgp.observe(&a_deltas, true);
     a.dp.apply(&a_deltas);
@@ -160,18 +163,18 @@ fn two_nodes_learn_each_others_workload_routes_and_bgp_replaces_datastore_routes
     assert_eq!(
         kernel(&b.netlink),
         ["10.70.0.1/32 via 127.0.0.1", "10.70.1.1/32 dev tbb"],
-        "the learned route, not the datastore's"
+        "the learned route, not the datastore's, and not the one covering its next hop"
     );
     let report = rt.block_on(a.board.report());
     assert_eq!(report.routing, "bgp");
     let bgp = report.bgp.expect("speaker status");
-    assert_eq!((bgp.asn, bgp.originated, bgp.learned), (64512, 1, 1));
+    assert_eq!((bgp.asn, bgp.originated, bgp.learned), (64512, 2, 1));
     let peer = &bgp.peers[0];
     assert_eq!(
         (peer.name.as_str(), peer.kind, peer.state.as_str()),
         ("Mesh_127_0_0_2", PeerKind::Mesh, "Established")
     );
-    assert_eq!((peer.prefixes_received, peer.prefixes_advertised), (1, 1));
+    assert_eq!((peer.prefixes_received, peer.prefixes_advertised), (1, 2));
 
     // The workload on a goes: its route is withdrawn from b's kernel.
     a.bgp.observe(
