@@ -10,7 +10,10 @@
 //! touched. [`NftTable`] holds the desired table, built from deltas, and writes it with
 //! `nft -f -`: a full script at start-up (add, delete and rebuild the table in one
 //! transaction, which takes over whatever an earlier agent left with no moment of open or
-//! closed traffic), then only what changed.
+//! closed traffic), then only what changed. A change that is only elements of hash sets
+//! (endpoint addresses coming and going, the common case) skips `nft` and goes to the kernel
+//! as one nfnetlink batch ([`nfnl`]), about ten times faster; any failure there makes the
+//! next write a full script, as a failed `nft` run does.
 //!
 //! ```text
 //! forward (hook forward, priority filter, policy accept)
@@ -63,10 +66,11 @@
 mod apply;
 pub mod netlink;
 pub mod netns;
+pub mod nfnl;
 pub mod nft;
 pub mod workload;
 
-pub use crate::apply::{FakeNft, NftApply, NftCli, NftError};
+pub use crate::apply::{FakeNft, NftApply, NftCli, NftError, SetElementWriter};
 pub use crate::netlink::{
     FakeNetlink, Netlink, NetlinkError, Route, RtNetlink, TABBY_ROUTE_PROTOCOL, WORKLOAD_HOST_MAC,
 };

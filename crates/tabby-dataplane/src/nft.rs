@@ -2,6 +2,7 @@
 //! `nft -f` scripts that bring the kernel to it: a full one (start-up, take-over, recovery) and
 //! incremental ones (only what changed since the last successful write).
 
+mod batch;
 pub mod names;
 mod render;
 mod script;
@@ -69,6 +70,9 @@ pub struct Script {
     pub text: String,
     /// Whether it replaces the whole table (else it changes what the last write left).
     pub full: bool,
+    /// Whether it went to the kernel as an nfnetlink element batch instead of through `nft`
+    /// (the text is then what `nft` would have been given).
+    pub netlink: bool,
 }
 
 /// The table tabby wants, and what it last wrote.
@@ -451,10 +455,12 @@ impl NftTable {
             None => Some(Script {
                 text: self.full_script(),
                 full: true,
+                netlink: false,
             }),
             Some(w) if self.has_pending() => Some(Script {
                 text: script::incremental(self, w),
                 full: false,
+                netlink: false,
             }),
             Some(_) => None,
         }
@@ -523,19 +529,43 @@ impl NftTable {
         self.resets.clear();
     }
 
-    /// Writes what is pending through `nft`. Returns whether anything was written. On failure
-    /// the next call writes the full table.
+    /// Writes what is pending: element-only changes as one nfnetlink batch when `nft` offers
+    /// that fast path, everything else as an `nft` script. Returns what was written. On
+    /// failure the next call writes the full table (a batch, like a script, is one
+    /// transaction: the kernel applied all of it or nothing, but which is not always known).
     pub fn sync(&mut self, nft: &mut dyn NftApply) -> Result<Option<Script>, NftError> {
-        let Some(script) = self.pending_script() else {
+        let Some(mut script) = self.pending_script() else {
             return Ok(None);
         };
-        match nft.apply(&script.text) {
+        if !script.full
+            && let Some(batch) = batch::element_batch(self)
+            && let Some(writer) = nft.element_writer()
+        {
+            if batch.changes.is_empty() {
+                // The pending changes cancelled out: nothing to tell the kernel.
+                self.mark_written();
+                return Ok(None);
+            }
+            script.netlink = true;
+            let result = writer.write_elements(&batch);
+            return self.finish_write(script, result);
+        }
+        let result = nft.apply(&script.text);
+        self.finish_write(script, result)
+    }
+
+    fn finish_write(
+        &mut self,
+        script: Script,
+        result: Result<(), NftError>,
+    ) -> Result<Option<Script>, NftError> {
+        match result {
             Ok(()) => {
                 self.mark_written();
                 Ok(Some(script))
             }
             Err(err) => {
-                tracing::warn!(full = script.full, error = %err, "nft write failed; the next write replaces the whole table");
+                tracing::warn!(full = script.full, netlink = script.netlink, error = %err, "nft write failed; the next write replaces the whole table");
                 self.mark_unknown();
                 Err(err)
             }

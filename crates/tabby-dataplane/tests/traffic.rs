@@ -357,6 +357,37 @@ fn policy_is_enforced_on_real_traffic_and_updates_flip_it() {
     };
     check("after the incremental update", after_update());
 
+    // A change of set members only goes to the kernel as one nfnetlink batch, not through
+    // nft, and flips verdicts just the same: c leaves s:clients, then comes back.
+    let clients = |added: Vec<&str>, removed: Vec<&str>| tabby_calc::Delta::IpSetMembers {
+        id: deltas::set_id("s:clients"),
+        added: added.into_iter().map(deltas::host).collect(),
+        removed: removed.into_iter().map(deltas::host).collect(),
+    };
+    table.apply(&clients(vec![], vec!["10.65.0.3/32"]));
+    let batch = table
+        .sync(&mut nft)
+        .expect("element batch")
+        .expect("a write");
+    assert!(batch.netlink && !batch.full, "{batch:?}");
+    check(
+        "after c left s:clients over nfnetlink",
+        vec![
+            tcp(&c, &b, 8080, false, "c->b (c left s:clients)"),
+            udp(&c, &b, false, "c->b (c left s:clients)"),
+            tcp(&a, &b, 9999, true, "a->b (rule 2 unchanged)"),
+        ],
+    );
+    table.apply(&clients(vec!["10.65.0.3/32"], vec![]));
+    assert!(
+        table
+            .sync(&mut nft)
+            .expect("element batch")
+            .expect("a write")
+            .netlink
+    );
+    check("after c came back over nfnetlink", after_update());
+
     // A new agent takes over the table left by the old one with one full script.
     let mut fresh = NftTable::new(Config::default());
     for delta in scenario::initial().into_iter().chain(scenario::update()) {

@@ -11,11 +11,11 @@ use super::names::{self, Direction, Family, SetPart};
 use super::{Config, NftTable};
 use crate::apply::FakeNft;
 
-fn net(s: &str) -> IpNet {
+pub(super) fn net(s: &str) -> IpNet {
     s.parse().expect("valid")
 }
 
-fn pid(name: &str) -> PolicyId {
+pub(super) fn pid(name: &str) -> PolicyId {
     PolicyId {
         kind: Kind::GlobalNetworkPolicy,
         namespace: String::new(),
@@ -23,7 +23,7 @@ fn pid(name: &str) -> PolicyId {
     }
 }
 
-fn allow_from(set: &str) -> RuleOut {
+pub(super) fn allow_from(set: &str) -> RuleOut {
     let mut r = RuleOut {
         index: 0,
         action: Action::Allow,
@@ -39,7 +39,7 @@ fn allow_from(set: &str) -> RuleOut {
     r
 }
 
-fn policy(name: &str, rules: Vec<RuleOut>) -> Delta {
+pub(super) fn policy(name: &str, rules: Vec<RuleOut>) -> Delta {
     Delta::PolicyUpdated(Arc::new(PolicyOut {
         id: pid(name),
         tier: "default".to_owned(),
@@ -48,7 +48,7 @@ fn policy(name: &str, rules: Vec<RuleOut>) -> Delta {
     }))
 }
 
-fn endpoint(iface: &str, policies: &[&str]) -> Delta {
+pub(super) fn endpoint(iface: &str, policies: &[&str]) -> Delta {
     Delta::EndpointUpdated(Arc::new(EndpointOut {
         id: EndpointId {
             namespace: "ns".to_owned(),
@@ -67,7 +67,7 @@ fn endpoint(iface: &str, policies: &[&str]) -> Delta {
     }))
 }
 
-fn created(id: &str, members: &[&str]) -> Delta {
+pub(super) fn created(id: &str, members: &[&str]) -> Delta {
     Delta::IpSetCreated {
         id: Arc::from(id),
         kind: IpSetKind::Nets,
@@ -75,7 +75,7 @@ fn created(id: &str, members: &[&str]) -> Delta {
     }
 }
 
-fn members(id: &str, added: &[&str], removed: &[&str]) -> Delta {
+pub(super) fn members(id: &str, added: &[&str], removed: &[&str]) -> Delta {
     Delta::IpSetMembers {
         id: Arc::from(id),
         added: added.iter().map(|m| IpSetMember::Net(net(m))).collect(),
@@ -83,7 +83,7 @@ fn members(id: &str, added: &[&str], removed: &[&str]) -> Delta {
     }
 }
 
-fn synced(deltas: &[Delta]) -> (NftTable, FakeNft) {
+pub(super) fn synced(deltas: &[Delta]) -> (NftTable, FakeNft) {
     let mut t = NftTable::new(Config::default());
     let mut nft = FakeNft::default();
     for d in deltas {
