@@ -1,7 +1,8 @@
 //! `lab up`: the fabric, the nodes on it, their Node resources and their agents.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use tabby_dataplane::netns::{self, NETNS_DIR};
 use tabby_dataplane::workload::{NetnsSysctls, Sysctls as _};
 use tabby_dataplane::{Netlink as _, RtNetlink};
 use tabby_model::{Kind, LoadOptions, Resource};
+use tabby_store::etcd::server::{ClusterSpec, EtcdCluster};
 
 use crate::agent_http::{self, AGENT_HTTP};
 use crate::names::{netns_name, netns_prefix, node_name};
@@ -90,14 +92,19 @@ pub(crate) fn lab_namespaces(name: &str) -> Vec<String> {
 
 fn build(config: &LabConfig, opts: &UpOptions, file: &StateFile) -> Result<LabState, LabError> {
     let dir = file.dir();
-    let datastore = opts
-        .datastore
-        .clone()
-        .unwrap_or_else(|| format!("sqlite:{}", dir.join("store.db").display()));
+    let in_lab_etcd = opts.datastore.as_deref() == Some("etcd");
+    let fabric_netns = netns_name(&opts.name, "fabric");
+    let datastore = match &opts.datastore {
+        // Known once the cluster runs.
+        Some(_) if in_lab_etcd => String::new(),
+        Some(url) => url.clone(),
+        None => format!("sqlite:{}", dir.join("store.db").display()),
+    };
     let mut state = LabState {
         name: opts.name.clone(),
-        datastore: datastore.clone(),
-        fabric_netns: netns_name(&opts.name, "fabric"),
+        datastore,
+        datastore_netns: in_lab_etcd.then(|| fabric_netns.clone()),
+        fabric_netns,
         gateway: fabric_addr(1),
         nodes: Vec::new(),
         workloads: BTreeMap::new(),
@@ -115,8 +122,12 @@ fn build(config: &LabConfig, opts: &UpOptions, file: &StateFile) -> Result<LabSt
     }
     // Saved first, so that a crash from here on leaves a lab that `down` can name.
     file.save(&state)?;
-    write_resources(&state)?;
     make_namespaces(&state)?;
+    if in_lab_etcd {
+        state.datastore = start_etcd(&state, dir)?;
+        file.save(&state)?;
+    }
+    write_resources(&state)?;
     for i in 0..state.nodes.len() {
         let pid = start_agent(config, &state, &state.nodes[i], dir)?;
         state.nodes[i].agent_pid = pid;
@@ -127,11 +138,52 @@ fn build(config: &LabConfig, opts: &UpOptions, file: &StateFile) -> Result<LabSt
     Ok(state)
 }
 
+/// The lab's etcd members: client and peer ports on the fabric's gateway address.
+const ETCD_PORTS: [(u16, u16); 3] = [(2379, 2380), (12379, 12380), (22379, 22380)];
+
+/// Starts a 3-member etcd cluster in the fabric namespace (its members are found and stopped
+/// by `down` with every other process of the lab); returns its URL.
+fn start_etcd(state: &LabState, dir: &Path) -> Result<String, LabError> {
+    let addresses: Vec<(SocketAddr, SocketAddr)> = ETCD_PORTS
+        .iter()
+        .map(|(client, peer)| {
+            (
+                SocketAddr::from((state.gateway, *client)),
+                SocketAddr::from((state.gateway, *peer)),
+            )
+        })
+        .collect();
+    let spec = ClusterSpec::new(dir.join("etcd"), &addresses).with_command(|| {
+        let mut cmd = Command::new("etcd");
+        cmd.process_group(0);
+        cmd
+    });
+    // Started from a thread inside the fabric: the members begin life there, and the
+    // readiness checks reach their addresses.
+    let cluster = netns::run_in(&ns_path(&state.fabric_netns), || EtcdCluster::start(spec))?
+        .map_err(|e| LabError::NotReady {
+            what: "the lab's etcd cluster".to_owned(),
+            reason: e.to_string(),
+        })?;
+    let url = cluster.url("");
+    cluster.detach();
+    Ok(url)
+}
+
+/// Opens the lab's datastore, from inside the lab when it lives there.
+pub(crate) fn open_store(state: &LabState) -> Result<Box<dyn tabby_store::Datastore>, LabError> {
+    let url = &state.datastore;
+    let opened = match &state.datastore_netns {
+        None => tabby_store::open(url),
+        Some(ns) => netns::run_in(&ns_path(ns), || tabby_store::open(url))?,
+    };
+    opened.map_err(LabError::store(url))
+}
+
 /// The nodes as Node resources (addresses on the fabric, which is how agents route to each
 /// other's workloads), and a default pool when the datastore has none.
 fn write_resources(state: &LabState) -> Result<(), LabError> {
-    let store = tabby_store::open(&state.datastore).map_err(LabError::store(&state.datastore))?;
-    let client = Client::new(store);
+    let client = Client::new(open_store(state)?);
     let mut text = String::new();
     for node in &state.nodes {
         text.push_str(&format!(

@@ -18,6 +18,10 @@
 //! `/run/tabby/lab/<lab>/` beside the lab's own SQLite datastore and the agents' logs;
 //! `/run` is emptied on reboot, as the namespaces are.
 //!
+//! With `--datastore etcd` the lab runs its own 3-member etcd cluster in the fabric namespace
+//! (on the bridge's address), reachable from every node; the lab's own commands open it from
+//! inside the fabric.
+//!
 //! Agents run routing by the datastore (nodes on one L2 segment): each programs routes to the
 //! other nodes' workloads through those nodes' fabric addresses, from their Node resources.
 //!
@@ -80,7 +84,8 @@ pub struct UpOptions {
     pub name: String,
     /// How many nodes.
     pub nodes: usize,
-    /// The datastore URL; `None`: a SQLite file in the lab's folder.
+    /// The datastore URL; `None`: a SQLite file in the lab's folder; `etcd`: a 3-member etcd
+    /// cluster inside the lab (on the fabric).
     pub datastore: Option<String>,
 }
 
@@ -140,9 +145,10 @@ impl Lab {
         self.file.dir().to_owned()
     }
 
-    /// Opens the lab's datastore.
+    /// Opens the lab's datastore (from inside the lab when it lives there: the client's
+    /// threads and sockets are made in the fabric's namespace and stay there).
     pub fn store(&self) -> Result<Box<dyn tabby_store::Datastore>, LabError> {
-        tabby_store::open(&self.state.datastore).map_err(LabError::store(&self.state.datastore))
+        fabric::open_store(&self.state)
     }
 
     /// Runs a command inside a node's or workload's namespace (see [`Lab::netns_of`]), with

@@ -16,6 +16,10 @@ pub struct LabState {
     pub name: String,
     /// The datastore URL the agents use.
     pub datastore: String,
+    /// The namespace the datastore is reachable from, when it lives inside the lab (the
+    /// lab's own etcd cluster on the fabric); `None`: reachable from anywhere (a file).
+    #[serde(default)]
+    pub datastore_netns: Option<String>,
     /// The fabric's namespace.
     pub fabric_netns: String,
     /// The fabric's gateway address (the bridge's), every node's default route.

@@ -246,13 +246,15 @@ pub(crate) enum LabCommand {
 Needs root. Every host is a network namespace (tabby-lab-LAB.node-I) attached to a bridge in
 tabby-lab-LAB.fabric (172.30.0.0/24); nothing is made in this machine's own network. The lab
 gets its own SQLite datastore under /run/tabby/lab/LAB (TABBY_LAB_DIR moves it) unless
---datastore names one; the Node resources and, when the datastore has no pool, Calico's default
-pool are written to it. Agents route to each other's workloads by the datastore.
+--datastore names one; `--datastore etcd` runs a 3-member etcd cluster inside the lab (in the
+fabric namespace, on 172.30.0.1). The Node resources and, when the datastore has no pool,
+Calico's default pool are written to it. Agents route to each other's workloads by the datastore.
 
 Examples:
   tabby lab up                              three nodes, lab \"demo\"
   tabby lab up --name big --nodes 5
-  tabby lab up --name shared --datastore sqlite:/tmp/lab.db")]
+  tabby lab up --name shared --datastore sqlite:/tmp/lab.db
+  tabby lab up --name ha --datastore etcd      the lab's own 3-member etcd cluster")]
     Up {
         #[command(flatten)]
         lab: LabName,

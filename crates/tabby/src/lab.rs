@@ -191,6 +191,12 @@ fn up_summary(lab: &Lab) -> String {
             n.log.display()
         ));
     }
+    if s.datastore_netns.is_some() {
+        text.push_str(&format!(
+            "the datastore is the lab's own etcd cluster, reachable from the lab's hosts:\n  tabby lab exec --name {} node-1 -- tabby --datastore {} get nodes\n",
+            s.name, s.datastore
+        ));
+    }
     text.push_str(&format!(
         "next: tabby lab load --name {} -f FILE   (examples/lab/demo.yaml is one)\n",
         s.name
@@ -232,7 +238,7 @@ fn load_summary(report: &LoadReport, waited: bool) -> String {
 fn verify(lab: &Lab, spec: &ProbeSpec) -> Result<(String, bool)> {
     let real = lab.matrix(spec)?;
     report_anomalies(&real);
-    let cluster = policy::stored_cluster(&lab.state().datastore)?;
+    let cluster = policy::cluster_of(lab.store()?)?;
     let q = policy::connection_query(&spec.protocol.to_string(), spec.port)?;
     let expected = tabby_calc::matrix(&cluster, &q);
     let index: BTreeMap<String, usize> = expected
@@ -437,7 +443,7 @@ fn run_demo(config: &LabConfig, name: &str) -> Result<()> {
     out(
         "\n== why web/frontend cannot reach the database (tabby policy explain web/frontend shop/database --port 5432)\n",
     )?;
-    let cluster = policy::stored_cluster(&lab.state().datastore)?;
+    let cluster = policy::cluster_of(lab.store()?)?;
     let q = policy::connection_query("TCP", 5432)?;
     out(&policy::explain(
         &cluster,

@@ -88,8 +88,13 @@ fn cluster(datastore: Option<&str>, source: &PolicySource) -> Result<Cluster> {
 }
 
 /// Every resource of the datastore at `url`, as the evaluator sees a cluster.
-pub(crate) fn stored_cluster(url: &str) -> Result<Cluster> {
+fn stored_cluster(url: &str) -> Result<Cluster> {
     let store = tabby_store::open(url).with_context(|| format!("cannot open datastore {url}"))?;
+    cluster_of(store)
+}
+
+/// Every resource of a datastore, as the evaluator sees a cluster.
+pub(crate) fn cluster_of(store: Box<dyn tabby_store::Datastore>) -> Result<Cluster> {
     let client = Client::new(store);
     let mut all = Vec::new();
     for kind in Kind::ALL {

@@ -333,3 +333,42 @@ fn killing_and_restarting_an_agent_keeps_allowed_flows_up_and_denied_flows_out()
     assert_eq!(m["allowed"]["t/client"]["t/server"], true);
     assert_eq!(m["allowed"]["t/intruder"]["t/server"], false);
 }
+
+#[test]
+fn a_lab_runs_on_its_own_etcd_cluster() {
+    if !tabby_test_util::root_or_skip("a_lab_runs_on_its_own_etcd_cluster") {
+        return;
+    }
+    let lab = TestLab::up_with("ed", &["--nodes", "2", "--datastore", "etcd"]);
+    let state = lab.state();
+    let url = state["datastore"].as_str().expect("datastore");
+    assert!(url.starts_with("etcd://172.30.0.1:2379,"), "{url}");
+    lab.load(RESTART, false);
+    let text = lab.ok(&["verify", "--port", "8080"], "");
+    assert!(
+        text.contains("agrees with `tabby policy matrix` on every pair"),
+        "{text}"
+    );
+    let m = lab.matrix(8080, "TCP");
+    assert_eq!(m["allowed"]["t/client"]["t/server"], true);
+    assert_eq!(m["allowed"]["t/intruder"]["t/server"], false);
+    // The datastore is reachable from the lab's hosts, as the summary of `lab up` says.
+    let nodes = lab.ok(
+        &[
+            "exec",
+            "node-1",
+            "--",
+            TABBY,
+            "--datastore",
+            url,
+            "get",
+            "nodes",
+        ],
+        "",
+    );
+    assert!(nodes.contains("node-2"), "{nodes}");
+    let down = lab.ok(&["down"], "");
+    // Two agents, three etcd members and the server's process.
+    assert!(down.contains("6 processes stopped"), "{down}");
+    assert!(lab.namespaces().is_empty());
+}

@@ -310,6 +310,15 @@ impl EtcdCluster {
             .join(format!("{}.log", self.spec.members[i].name))
     }
 
+    /// Leaves the members running after this value is gone (a lab's members outlive the
+    /// command that started them; `tabby lab down` stops them): their process ids.
+    pub fn detach(mut self) -> Vec<u32> {
+        self.children
+            .iter_mut()
+            .filter_map(|c| c.take().map(|child| child.id()))
+            .collect()
+    }
+
     /// Member `i`'s process id, while it runs.
     pub fn pid(&self, i: usize) -> Option<u32> {
         self.children[i].as_ref().map(Child::id)

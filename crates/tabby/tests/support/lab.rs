@@ -18,6 +18,11 @@ pub(crate) struct TestLab {
 impl TestLab {
     /// `tag` (a few letters) keeps names readable; the process id and a counter keep them unique.
     pub(crate) fn up(tag: &str, nodes: usize) -> Self {
+        Self::up_with(tag, &["--nodes", &nodes.to_string()])
+    }
+
+    /// Like [`TestLab::up`], with other `lab up` arguments.
+    pub(crate) fn up_with(tag: &str, args: &[&str]) -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
             "{tag}{}-{}",
@@ -25,7 +30,9 @@ impl TestLab {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let lab = Self { name };
-        lab.ok(&["up", "--nodes", &nodes.to_string()], "");
+        let mut all = vec!["up"];
+        all.extend_from_slice(args);
+        lab.ok(&all, "");
         lab
     }
 

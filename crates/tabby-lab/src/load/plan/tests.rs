@@ -10,6 +10,7 @@ fn lab(nodes: usize) -> LabState {
     LabState {
         name: "t".to_owned(),
         datastore: "sqlite:/nowhere".to_owned(),
+        datastore_netns: None,
         fabric_netns: "tabby-lab-t.fabric".to_owned(),
         gateway: Ipv4Addr::new(172, 30, 0, 1),
         nodes: (1..=nodes)
