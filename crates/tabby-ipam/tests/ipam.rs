@@ -318,16 +318,13 @@ fn check_finds_leaks_and_blocks_of_nodes_that_are_gone() {
 
 const WORKER_ENV: &str = "TABBY_IPAM_TEST_WORKER";
 
-/// Run by `several_processes_assign_at_once` in child processes: assigns `count` addresses
-/// for one node and prints them.
-#[test]
-#[ignore = "a worker that several_processes_assign_at_once starts in child processes"]
+/// What the concurrency test runs in its child processes (the same test, started with
+/// [`WORKER_ENV`] set): assigns `count` addresses for one node and prints them.
 #[expect(
     clippy::print_stdout,
     reason = "the worker reports to its parent on stdout"
 )]
-fn ipam_worker() {
-    let spec = std::env::var(WORKER_ENV).expect("started by the concurrency test");
+fn ipam_worker(spec: &str) {
     let mut parts = spec.split(',');
     let (db, node, worker, count) = (
         parts.next().unwrap(),
@@ -348,6 +345,10 @@ fn ipam_worker() {
 
 #[test]
 fn several_processes_assign_at_once_and_never_share_an_address_or_a_block() {
+    if let Ok(spec) = std::env::var(WORKER_ENV) {
+        ipam_worker(&spec);
+        return;
+    }
     let dir = ScratchDir::new("ipam");
     let db = dir.file("ipam");
     let store = SqliteStore::open(&db).unwrap();
@@ -360,8 +361,7 @@ fn several_processes_assign_at_once_and_never_share_an_address_or_a_block() {
             Command::new(&exe)
                 .args([
                     "--exact",
-                    "ipam_worker",
-                    "--ignored",
+                    "several_processes_assign_at_once_and_never_share_an_address_or_a_block",
                     "--nocapture",
                     "--test-threads=1",
                 ])
