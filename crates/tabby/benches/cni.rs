@@ -4,7 +4,7 @@
 //!
 //! Needs root; without it, it says so and prints nothing else.
 
-#[path = "../tests/cni_util/support.rs"]
+#[path = "../tests/support/host.rs"]
 mod support;
 
 use std::io::Write as _;
@@ -69,7 +69,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 #[expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
 fn main() {
-    if !support::is_root("cni benchmark") {
+    if !tabby_test_util::root_or_skip("cni benchmark") {
         return;
     }
     let machine = format!(

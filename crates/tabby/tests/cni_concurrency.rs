@@ -6,7 +6,7 @@
 //!
 //! Needs root. Without it the test says it was skipped; under `CI=true` that is a failure.
 
-#[path = "cni_util/support.rs"]
+#[path = "support/host.rs"]
 mod support;
 
 use std::collections::BTreeSet;
@@ -14,9 +14,10 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use support::{NODE, TABBY, datastore, host_namespace, ipam_state, is_root, workload_links};
+use support::{NODE, TABBY, datastore, host_namespace, ipam_state, workload_links};
 use tabby_dataplane::NetNs;
 use tabby_test_util::ScratchDir;
+use tabby_test_util::root_or_skip as is_root;
 
 fn conf(db: &Path) -> String {
     serde_json::json!({

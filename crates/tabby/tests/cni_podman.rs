@@ -8,7 +8,7 @@
 //! Needs root and podman. Without root the test says it was skipped; under `CI=true` that is
 //! a failure.
 
-#[path = "cni_util/support.rs"]
+#[path = "support/host.rs"]
 mod support;
 
 use std::net::IpAddr;
@@ -17,11 +17,12 @@ use std::process::{Command, Output};
 use std::time::Instant;
 
 use support::{
-    DEADLINE, NODE, TABBY, datastore, host_namespace, ipam_state, is_root, start_agent, tabby,
-    text, workload_links,
+    DEADLINE, NODE, TABBY, datastore, host_namespace, ipam_state, start_agent, tabby, text,
+    workload_links,
 };
 use tabby_dataplane::NetNs;
 use tabby_test_util::ScratchDir;
+use tabby_test_util::root_or_skip as is_root;
 
 const NETWORK: &str = "tabbynet";
 

@@ -7,32 +7,22 @@
 //!
 //! Needs root. Without it the test says it was skipped; under `CI=true` that is a failure.
 
+#[path = "support/host.rs"]
+mod host;
+
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tabby_dataplane::netns::write_sysctl;
-use tabby_dataplane::workload::{self, NetnsSysctls};
-use tabby_dataplane::{NetNs, Netlink, RtNetlink};
+use tabby_dataplane::NetNs;
 use tabby_test_util::ScratchDir;
 
-const TABBY: &str = env!("CARGO_BIN_EXE_tabby");
+use crate::host::{Agent, TABBY, tabby_ok};
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 const FLIP_DEADLINE: Duration = Duration::from_secs(15);
-
-/// Kills the agent when the test ends, however it ends.
-struct AgentProcess(Child);
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A TCP listener in a namespace that answers "ok", stopped on drop.
 struct Listener(Arc<AtomicBool>, Option<std::thread::JoinHandle<()>>);
@@ -97,52 +87,6 @@ fn http_get(host: &NetNs, path: &str) -> Option<(u16, String)> {
     .expect("enter host namespace")
 }
 
-fn tabby(db: &Path, args: &[&str], stdin: &str) {
-    let mut child = Command::new(TABBY)
-        .arg("--datastore")
-        .arg(format!("sqlite:{}", db.display()))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tabby");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "tabby {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// One workload, plumbed as the lab and CNI plumb them. No host route: that is the agent's job.
-async fn plumb(host: &RtNetlink, host_ns: &NetNs, iface: &str, ip: &str) -> NetNs {
-    let ns = NetNs::new("tbn-wl").expect("workload namespace");
-    let inside = RtNetlink::in_netns(ns.path()).expect("netlink in workload");
-    let addr: std::net::IpAddr = ip.parse().expect("valid");
-    workload::plumb(
-        host,
-        &NetnsSysctls(host_ns.path().to_owned()),
-        &inside,
-        &workload::Workload {
-            interface: iface,
-            netns: ns.path(),
-            inside: workload::WORKLOAD_INTERFACE,
-            addresses: &[addr],
-            mtu: None,
-        },
-    )
-    .await
-    .expect("plumb workload");
-    ns
-}
-
 /// Routes, the table and the metrics, for a failure message.
 fn diagnose(host: &NetNs) -> String {
     let cmd = |args: &[&str]| {
@@ -196,52 +140,15 @@ fn the_agent_enforces_policy_from_the_datastore_and_follows_changes() {
     }
     let dir = ScratchDir::new("node-agent");
     let db = dir.file("store");
-    tabby(&db, &["apply", "-f", "-"], CLUSTER);
-    tabby(&db, &["apply", "-f", "-"], &policy("a"));
+    tabby_ok(&db, &["apply", "-f", "-"], CLUSTER);
+    tabby_ok(&db, &["apply", "-f", "-"], &policy("a"));
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .expect("runtime");
-    let host_ns = NetNs::new("tbn-host").expect("host namespace");
-    let (a, b, c) = rt.block_on(async {
-        let host = RtNetlink::in_netns(host_ns.path()).expect("netlink in host");
-        host.set_up("lo").await.expect("lo up");
-        // An uplink with a default route: proxy ARP answers for 169.254.1.1 only when the
-        // host routes it elsewhere.
-        host.add_veth("uplink0", "uplink1", None)
-            .await
-            .expect("uplink");
-        host.set_up("uplink0").await.expect("up");
-        host.set_up("uplink1").await.expect("up");
-        // Written as the host's own (not with tabby's route protocol, which the agent owns
-        // and would reconcile away).
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                host_ns.name(),
-                "ip",
-                "route",
-                "add",
-                "default",
-                "dev",
-                "uplink0",
-            ])
-            .output()
-            .expect("ip route");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        write_sysctl(host_ns.path(), "net/ipv4/ip_forward", "1").expect("forwarding");
-        (
-            plumb(&host, &host_ns, "tba", "10.66.0.1").await,
-            plumb(&host, &host_ns, "tbb", "10.66.0.2").await,
-            plumb(&host, &host_ns, "tbc", "10.66.0.3").await,
-        )
-    });
+    let host_ns = host::host_namespace("tbn-host");
+    let (a, b, c) = (
+        host::plumb(&host_ns, "tba", "10.66.0.1"),
+        host::plumb(&host_ns, "tbb", "10.66.0.2"),
+        host::plumb(&host_ns, "tbc", "10.66.0.3"),
+    );
     let _listener = Listener::start(&b, 8080);
     let b_ip = Ipv4Addr::new(10, 66, 0, 2);
     // No agent yet: no host routes, so nothing reaches b.
@@ -262,7 +169,7 @@ fn the_agent_enforces_policy_from_the_datastore_and_follows_changes() {
             .spawn()
             .expect("start tabby node run")
     };
-    let agent = AgentProcess(run("127.0.0.1:9099"));
+    let agent = Agent(run("127.0.0.1:9099"));
 
     let start = Instant::now();
     loop {
@@ -311,7 +218,7 @@ fn the_agent_enforces_policy_from_the_datastore_and_follows_changes() {
     assert!(err.contains("already running"), "{err}");
 
     // The policy now allows c instead of a: the verdicts flip within a bounded wait.
-    tabby(&db, &["apply", "-f", "-"], &policy("c"));
+    tabby_ok(&db, &["apply", "-f", "-"], &policy("c"));
     let start = Instant::now();
     let flipped = || tcp_probe(&c, b_ip, 8080) && !tcp_probe(&a, b_ip, 8080);
     while !flipped() {

@@ -7,46 +7,22 @@
 //!
 //! Needs root. Without it the test says it was skipped; under `CI=true` that is a failure.
 
+#[path = "support/host.rs"]
+mod host;
+
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::MetadataExt as _;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tabby_dataplane::NetNs;
 use tabby_test_util::ScratchDir;
 
-const TABBY: &str = env!("CARGO_BIN_EXE_tabby");
+use crate::host::{Agent, TABBY, plumb, tabby_ok};
+
 const DEADLINE: Duration = Duration::from_secs(40);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
-
-#[expect(
-    clippy::print_stdout,
-    reason = "a skipped test says so on the test's output"
-)]
-fn is_root(test: &str) -> bool {
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    if !root {
-        assert!(
-            std::env::var("CI").map(|v| v != "true").unwrap_or(true),
-            "{test}: needs root, and CI=true: not running it is a failure"
-        );
-        println!("{test}: skipped (needs root)");
-    }
-    root
-}
-
-/// Kills the agent when the test ends, however it ends.
-struct AgentProcess(Child);
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn sh(args: &[&str]) -> Output {
     let out = Command::new(args[0])
@@ -65,102 +41,6 @@ fn in_ns(ns: &NetNs, args: &[&str]) -> Output {
     let mut all = vec!["ip", "netns", "exec", ns.name()];
     all.extend_from_slice(args);
     sh(&all)
-}
-
-fn tabby(db: &Path, args: &[&str], stdin: &str) {
-    let mut child = Command::new(TABBY)
-        .arg("--datastore")
-        .arg(format!("sqlite:{}", db.display()))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tabby");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "tabby {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A workload namespace behind veth `iface` of `host`: `eth0` with `ip`/32 and a default route
-/// via 169.254.1.1; on the host side the fixed MAC and proxy ARP, and no route (the agent's).
-fn plumb(host: &NetNs, iface: &str, ip: &str) -> NetNs {
-    let wl = NetNs::new("tbb-wl").expect("workload namespace");
-    let h = ["ip", "-n", host.name()];
-    let w = ["ip", "-n", wl.name()];
-    sh(&[
-        &h[..],
-        &[
-            "link",
-            "add",
-            iface,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            wl.name(),
-        ],
-    ]
-    .concat());
-    sh(&[
-        &h[..],
-        &["link", "set", iface, "address", "ee:ee:ee:ee:ee:ee", "up"],
-    ]
-    .concat());
-    in_ns(
-        host,
-        &[
-            "sysctl",
-            "-qw",
-            &format!("net.ipv4.conf.{iface}.proxy_arp=1"),
-        ],
-    );
-    in_ns(
-        host,
-        &[
-            "sysctl",
-            "-qw",
-            &format!("net.ipv4.neigh.{iface}.proxy_delay=0"),
-        ],
-    );
-    for args in [
-        &["link", "set", "lo", "up"][..],
-        &["link", "set", "eth0", "up"],
-        &["addr", "add", &format!("{ip}/32"), "dev", "eth0"],
-        &[
-            "route",
-            "add",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-            "scope",
-            "link",
-        ],
-        &[
-            "route",
-            "add",
-            "default",
-            "via",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-            "onlink",
-        ],
-    ] {
-        sh(&[&w[..], args].concat());
-    }
-    wl
 }
 
 /// Answers "ok" to every connection on `port` inside `ns`, until the test ends.
@@ -259,14 +139,16 @@ items:
 
 #[test]
 fn two_agents_learn_each_others_workloads_over_bgp_and_forward_between_them() {
-    if !is_root("two_agents_learn_each_others_workloads_over_bgp_and_forward_between_them") {
+    if !tabby_test_util::root_or_skip(
+        "two_agents_learn_each_others_workloads_over_bgp_and_forward_between_them",
+    ) {
         return;
     }
     let dir = ScratchDir::new("node-bgp");
     let db = dir.file("store");
     // A /24 of its own per run, so that parallel runs never share addresses in a log.
     let net = format!("10.79.{}", std::process::id() % 250);
-    tabby(&db, &["apply", "-f", "-"], &cluster(&net));
+    tabby_ok(&db, &["apply", "-f", "-"], &cluster(&net));
 
     let host_a = NetNs::new("tbb-ha").expect("host a");
     let host_b = NetNs::new("tbb-hb").expect("host b");
@@ -311,7 +193,7 @@ fn two_agents_learn_each_others_workloads_over_bgp_and_forward_between_them() {
     serve_ok(&wb, 8080);
 
     let run = |host: &NetNs, node: &str| {
-        AgentProcess(
+        Agent(
             Command::new("ip")
                 .args(["netns", "exec", host.name(), TABBY, "--datastore"])
                 .arg(format!("sqlite:{}", db.display()))
@@ -369,7 +251,7 @@ fn two_agents_learn_each_others_workloads_over_bgp_and_forward_between_them() {
     );
 
     // The workload on b goes: its route leaves a's kernel.
-    tabby(
+    tabby_ok(
         &db,
         &["delete", "wep", "node--b-k8s-wb-eth0", "-n", "lab"],
         "",

@@ -1,5 +1,6 @@
-//! Shared by the CNI root tests: a "host" network namespace with an uplink, the datastore,
-//! the agent running in the host namespace, and running `tabby` as a CNI plugin there.
+//! Shared by the root tests of the agent and the CNI plugin: a "host" network namespace with
+//! an uplink, workloads plumbed into it, the datastore, the agent running in the host
+//! namespace, and `tabby` run against the datastore.
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
@@ -10,10 +11,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use tabby_dataplane::netns::write_sysctl;
+use tabby_dataplane::workload::{self, NetnsSysctls};
 use tabby_dataplane::{NetNs, Netlink, RtNetlink};
 use tabby_test_util::{ScratchDir, run_with_stdin};
-
-pub(crate) use tabby_test_util::root_or_skip as is_root;
 
 pub(crate) const TABBY: &str = env!("CARGO_BIN_EXE_tabby");
 pub(crate) const NODE: &str = "node-cni";
@@ -36,8 +36,15 @@ pub(crate) fn tabby(db: &Path, args: &[&str], stdin: &str) -> Output {
     run_with_stdin(cmd, stdin)
 }
 
+/// Like [`tabby`], and it must succeed.
+pub(crate) fn tabby_ok(db: &Path, args: &[&str], stdin: &str) -> Output {
+    let out = tabby(db, args, stdin);
+    assert!(out.status.success(), "tabby {args:?}: {}", text(&out));
+    out
+}
+
 /// Kills the agent when the test ends, however it ends.
-pub(crate) struct Agent(Child);
+pub(crate) struct Agent(pub(crate) Child);
 
 impl Drop for Agent {
     fn drop(&mut self) {
@@ -80,6 +87,36 @@ pub(crate) fn host_namespace(prefix: &str) -> NetNs {
     assert!(out.status.success(), "{}", text(&out));
     write_sysctl(ns.path(), "net/ipv4/ip_forward", "1").expect("forwarding");
     ns
+}
+
+/// A workload namespace behind veth `iface` of `host`, plumbed as the lab and the CNI plugin
+/// plumb workloads; no host route (that is the agent's job).
+pub(crate) fn plumb(host: &NetNs, iface: &str, ip: &str) -> NetNs {
+    let wl = NetNs::new("tbt-wl").expect("workload namespace");
+    let addr: std::net::IpAddr = ip.parse().expect("an address");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let h = RtNetlink::in_netns(host.path()).expect("netlink in host");
+        let inside = RtNetlink::in_netns(wl.path()).expect("netlink in workload");
+        workload::plumb(
+            &h,
+            &NetnsSysctls(host.path().to_owned()),
+            &inside,
+            &workload::Workload {
+                interface: iface,
+                netns: wl.path(),
+                inside: workload::WORKLOAD_INTERFACE,
+                addresses: &[addr],
+                mtu: None,
+            },
+        )
+        .await
+        .expect("plumb workload");
+    });
+    wl
 }
 
 /// Starts `tabby node run` in the host namespace and waits until it is ready.
