@@ -151,11 +151,12 @@ impl<L: Netlink> Agent<L> {
                     bgp.observe(&deltas, false);
                 }
                 self.metrics.set_revision(self.syncer.revision());
+                self.watch_health();
             }
-            Err(SyncError::Compacted { revision }) => {
+            Err(err @ SyncError::Compacted { revision }) => {
                 tracing::info!(revision, "watch compacted; resyncing");
                 self.metrics.error("compacted");
-                self.metrics.set_in_sync(false);
+                self.metrics.datastore_lost(&err.to_string(), None);
             }
             Err(err) => self.store_failed(&err),
         }
@@ -165,8 +166,30 @@ impl<L: Netlink> Agent<L> {
         let delay = self.store_backoff.next_delay();
         tracing::warn!(error = %err, retry_in = ?delay, "datastore unavailable; keeping the last programmed state");
         self.metrics.error("datastore");
-        self.metrics.set_in_sync(false);
+        self.metrics.datastore_lost(&err.to_string(), Some(delay));
         std::thread::sleep(delay);
+    }
+
+    /// A watch that retries by itself (etcd) says whether it reaches the datastore: the agent
+    /// is not in sync (nor ready) while it does not, and keeps enforcing the last state.
+    fn watch_health(&mut self) {
+        match self.syncer.disconnected() {
+            Some(err) => {
+                if self.metrics.in_sync() {
+                    tracing::warn!(error = %err, "datastore unreachable; keeping the last programmed state, the watch retries");
+                    self.metrics.error("datastore");
+                }
+                self.metrics.datastore_lost(&err.to_string(), None);
+            }
+            None if !self.metrics.in_sync() => {
+                tracing::info!(
+                    revision = self.syncer.revision(),
+                    "datastore reachable again; the watch resumed"
+                );
+                self.metrics.set_in_sync(true);
+            }
+            None => {}
+        }
     }
 
     fn write(&mut self, rt: &tokio::runtime::Runtime) {

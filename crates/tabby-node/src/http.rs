@@ -7,8 +7,21 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::bgp::StatusBoard;
-use crate::metrics::Metrics;
+use serde::{Deserialize, Serialize};
+
+use crate::bgp::{NodeStatus, StatusBoard};
+use crate::metrics::{DatastoreStatus, Metrics};
+
+/// The body of `GET /status`: routing and BGP, and the datastore as the agent sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// Routing and BGP.
+    #[serde(flatten)]
+    pub node: NodeStatus,
+    /// Sync state and the last datastore error (absent from agents before it was added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datastore: Option<DatastoreStatus>,
+}
 
 /// The most a request head may take; anything longer is refused.
 const MAX_HEAD: usize = 8192;
@@ -68,7 +81,10 @@ async fn handle(
     let path = target.split('?').next().unwrap_or("");
     if method == "GET" && path == "/status" {
         // The speaker answers on its own thread; this waits for it without blocking others.
-        let report = board.report().await;
+        let report = AgentStatus {
+            node: board.report().await,
+            datastore: Some(metrics.datastore_status()),
+        };
         let body = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
         return respond(&mut stream, "200 OK", "application/json", &body).await;
     }
@@ -84,13 +100,14 @@ fn route(method: &str, path: &str, metrics: &Metrics) -> (&'static str, &'static
     }
     match path {
         "/livez" => ("200 OK", TEXT, "ok\n".to_owned()),
-        "/readyz" if metrics.ready() => ("200 OK", TEXT, "ready\n".to_owned()),
-        "/readyz" => (
-            "503 Service Unavailable",
-            TEXT,
-            "not ready: not yet in sync, or the first dataplane program is not applied\n"
-                .to_owned(),
-        ),
+        "/readyz" => match metrics.not_ready_reason() {
+            None => ("200 OK", TEXT, "ready\n".to_owned()),
+            Some(why) => (
+                "503 Service Unavailable",
+                TEXT,
+                format!("not ready: {why}\n"),
+            ),
+        },
         "/metrics" => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",

@@ -43,6 +43,7 @@ pub use crate::agent::{AgentConfig, AgentError};
 pub use crate::backoff::Backoff;
 pub use crate::bgp::{NodeStatus, Routing};
 pub use crate::dataplane::{Dataplane, DataplaneError, RouteCounts};
+pub use crate::http::AgentStatus;
 pub use crate::lock::{LockError, NodeLock};
-pub use crate::metrics::Metrics;
+pub use crate::metrics::{DatastoreStatus, Metrics};
 pub use crate::syncer::{SyncError, Syncer};

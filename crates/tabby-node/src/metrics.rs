@@ -3,7 +3,9 @@
 
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use crate::dataplane::RouteCounts;
 
@@ -28,6 +30,38 @@ struct State {
     resyncs: u64,
     revision: i64,
     programmed: i64,
+    lost: Option<Lost>,
+}
+
+/// Why the agent is not in sync with the datastore, and since when.
+#[derive(Debug)]
+struct Lost {
+    error: String,
+    since: Instant,
+    retry_in: Option<Duration>,
+}
+
+/// The agent's view of its datastore, as `/status` reports it under `datastore`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatastoreStatus {
+    /// Following the datastore's changes.
+    pub in_sync: bool,
+    /// What `/readyz` says: in sync and the dataplane programmed at least once.
+    pub ready: bool,
+    /// The last revision handled.
+    pub revision: i64,
+    /// The last revision whose changes are all in the kernel: what is enforced while the
+    /// datastore is away.
+    pub programmed_revision: i64,
+    /// Why it is not in sync (the last datastore error), while it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// For how many seconds it has not been in sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_for_secs: Option<u64>,
+    /// When the agent backs off: the wait before its next attempt, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_ms: Option<u64>,
 }
 
 /// Shared counters and gauges; cheap to update from the agent loop.
@@ -44,7 +78,67 @@ impl Metrics {
 
     /// The syncer finished a snapshot (`true`) or lost the datastore (`false`).
     pub fn set_in_sync(&self, in_sync: bool) {
-        self.lock().in_sync = in_sync;
+        let mut s = self.lock();
+        s.in_sync = in_sync;
+        if in_sync {
+            s.lost = None;
+        }
+    }
+
+    /// Not in sync because of `error`; `retry_in` when the agent waits before trying again.
+    /// The time since the first such error is kept until the agent is in sync again.
+    pub fn datastore_lost(&self, error: &str, retry_in: Option<Duration>) {
+        let mut s = self.lock();
+        s.in_sync = false;
+        let since = s.lost.as_ref().map_or_else(Instant::now, |l| l.since);
+        s.lost = Some(Lost {
+            error: error.to_owned(),
+            since,
+            retry_in,
+        });
+    }
+
+    /// The datastore part of `/status`.
+    pub fn datastore_status(&self) -> DatastoreStatus {
+        let s = self.lock();
+        DatastoreStatus {
+            in_sync: s.in_sync,
+            ready: s.applied && s.in_sync,
+            revision: s.revision,
+            programmed_revision: s.programmed,
+            error: s.lost.as_ref().map(|l| l.error.clone()),
+            error_for_secs: s.lost.as_ref().map(|l| l.since.elapsed().as_secs()),
+            retry_in_ms: s
+                .lost
+                .as_ref()
+                .and_then(|l| l.retry_in)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+
+    /// Why `/readyz` says no, or `None` when ready.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        let s = self.lock();
+        if !s.applied {
+            return Some(
+                "not yet in sync, or the first dataplane program is not applied".to_owned(),
+            );
+        }
+        if s.in_sync {
+            return None;
+        }
+        Some(match &s.lost {
+            Some(l) => format!(
+                "not in sync with the datastore for {}s ({}); still enforcing the last programmed state (revision {})",
+                l.since.elapsed().as_secs(),
+                l.error,
+                s.programmed
+            ),
+            None => format!(
+                "resyncing with the datastore; still enforcing the last programmed state (revision {})",
+                s.programmed
+            ),
+        })
     }
 
     /// Counts a resync.
@@ -100,9 +194,15 @@ impl Metrics {
         }
     }
 
-    /// Ready: in sync with the datastore once, and the first dataplane program applied.
-    /// A later datastore outage does not make the agent unready: it keeps enforcing.
+    /// Ready: in sync with the datastore now, and a dataplane program applied. During a
+    /// datastore outage the agent is not ready, though it keeps enforcing what it programmed.
     pub fn ready(&self) -> bool {
+        let s = self.lock();
+        s.applied && s.in_sync
+    }
+
+    /// Whether a dataplane program was ever applied (what is enforced survives an outage).
+    pub fn programmed_once(&self) -> bool {
         self.lock().applied
     }
 
@@ -127,8 +227,16 @@ impl Metrics {
         gauge(
             &mut out,
             "tabby_ready",
-            "1 once the first dataplane program was applied.",
-            f64::from(u8::from(s.applied)),
+            "1 while in sync with the datastore and a dataplane program is applied.",
+            f64::from(u8::from(s.applied && s.in_sync)),
+        );
+        gauge(
+            &mut out,
+            "tabby_datastore_unavailable_seconds",
+            "Seconds since the datastore was lost (0 while in sync).",
+            s.lost
+                .as_ref()
+                .map_or(0.0, |l| l.since.elapsed().as_secs_f64().floor()),
         );
         gauge(
             &mut out,

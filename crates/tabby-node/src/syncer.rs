@@ -206,6 +206,12 @@ impl Syncer {
         self.revision
     }
 
+    /// Why the running watch cannot reach the datastore now (it retries and resumes where it
+    /// stopped); `None` while it can, or when there is no watch.
+    pub fn disconnected(&self) -> Option<StoreError> {
+        self.watch.as_ref().and_then(|w| w.disconnected())
+    }
+
     /// Whether a snapshot was loaded and the watch is running.
     pub fn is_synced(&self) -> bool {
         self.watch.is_some()

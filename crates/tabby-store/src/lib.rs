@@ -286,6 +286,13 @@ pub trait Watch: Send {
     /// [`StoreError::Compacted`] when the history this watch still has to deliver was
     /// compacted away (the caller must re-list and watch again); the watch stays failed.
     fn next(&mut self, timeout: Duration) -> Result<Option<Event>, StoreError>;
+
+    /// Why the watch cannot reach its datastore right now, while it keeps retrying (it
+    /// resumes after the last event it delivered once it can); `None` while connected.
+    /// Backends that cannot lose their datastore (a local file) never report one.
+    fn disconnected(&self) -> Option<StoreError> {
+        None
+    }
 }
 
 /// Refuses ops no backend can commit (unaddressable or repeated keys), before any backend

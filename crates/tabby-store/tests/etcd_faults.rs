@@ -331,6 +331,20 @@ fn a_watcher_converges_after_the_whole_cluster_restarts() {
         .create(&key(99), "{}")
         .expect_err("no write without a cluster");
     assert!(matches!(err, StoreError::Backend { .. }), "{err:?}");
+    // The watch says why it waits, naming the members (an agent reports it as not ready).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let why = loop {
+        if let Some(why) = mirror.watch.disconnected() {
+            break why;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the watch never reported the outage"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    let member = etcd.members().members()[0].client.to_string();
+    assert!(why.to_string().contains(&member), "{why}");
 
     for i in 0..3 {
         etcd.cluster().restart(i).expect("restart");
@@ -341,4 +355,5 @@ fn a_watcher_converges_after_the_whole_cluster_restarts() {
     write_range(&*writer, 10..30, 2);
     mirror.converge(&list(&*writer).0, Duration::from_secs(30));
     assert_eq!(mirror.relists, 0);
+    assert_eq!(mirror.watch.disconnected(), None, "connected again");
 }

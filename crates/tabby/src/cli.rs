@@ -395,8 +395,9 @@ Needs root (nft and netlink). One agent per node name per machine: a second one 
 (lock file under --lock-dir). While the datastore is unreachable the last programmed state
 stays enforced and the agent retries.
 
-Health on --metrics-addr: /livez, /readyz (200 once in sync and the first program applied),
-/metrics (Prometheus text).
+Health on --metrics-addr: /livez, /readyz (200 while in sync and programmed; 503 naming the
+datastore error while it is unreachable), /metrics (Prometheus text), /status (`tabby node
+status`: the datastore's sync state and last error, routing and BGP).
 
 Examples:
   tabby node run --name node-1

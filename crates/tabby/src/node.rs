@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tabby_node::{AgentConfig, Backoff, NodeStatus, Routing};
+use tabby_node::{AgentConfig, AgentStatus, Backoff, DatastoreStatus, NodeStatus, Routing};
 
 use crate::cli::{NodeCommand, NodeRunArgs, NodeStatusArgs, RoutingArg, StatusOutput};
 use crate::output;
@@ -51,7 +51,7 @@ fn fetch_status(addr: std::net::SocketAddr) -> Result<String> {
 
 fn status(args: &NodeStatusArgs) -> Result<ExitCode> {
     let body = fetch_status(args.addr)?;
-    let status: NodeStatus = serde_json::from_str(&body).with_context(|| {
+    let status: AgentStatus = serde_json::from_str(&body).with_context(|| {
         format!(
             "the agent at {} sent status this version cannot read",
             args.addr
@@ -59,7 +59,15 @@ fn status(args: &NodeStatusArgs) -> Result<ExitCode> {
     })?;
     match args.output {
         StatusOutput::Json => output::out(&body)?,
-        StatusOutput::Table => output::out(&render(&status))?,
+        StatusOutput::Table => output::out(&format!(
+            "{}{}",
+            status
+                .datastore
+                .as_ref()
+                .map(render_datastore)
+                .unwrap_or_default(),
+            render(&status.node)
+        ))?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -76,6 +84,32 @@ fn ago(secs: u64) -> String {
     } else {
         format!("{s}s")
     }
+}
+
+/// One line on the datastore: in sync, or why not and since when.
+fn render_datastore(ds: &DatastoreStatus) -> String {
+    if ds.in_sync {
+        return format!(
+            "datastore: in sync at revision {}, programmed up to {}{}\n",
+            ds.revision,
+            ds.programmed_revision,
+            if ds.ready { "" } else { " (not ready yet)" }
+        );
+    }
+    let mut out = format!(
+        "datastore: NOT in sync{}; enforcing the last programmed state (revision {})\n",
+        ds.error_for_secs
+            .map(|s| format!(" for {}", ago(s)))
+            .unwrap_or_default(),
+        ds.programmed_revision
+    );
+    if let Some(err) = &ds.error {
+        out += &format!("datastore error: {err}\n");
+    }
+    if let Some(ms) = ds.retry_in_ms {
+        out += &format!("next attempt in {:.1}s\n", ms as f64 / 1000.0);
+    }
+    out
 }
 
 fn render(st: &NodeStatus) -> String {

@@ -65,13 +65,29 @@ fn enforces_keeps_state_while_the_datastore_is_away_and_takes_over_after() {
     assert_eq!(routes, ["10.65.0.1/32", "10.65.0.2/32"]);
     assert!(metrics.render().contains("tabby_local_endpoints 2"));
 
-    // The datastore goes away: nothing is written, the agent is still ready (it enforces the
-    // last state) but no longer in sync.
+    // The datastore goes away: nothing is written, the agent enforces the last state but is
+    // neither in sync nor ready, and says why.
     down.store(true, Ordering::SeqCst);
     agent.step(&rt, STEP);
     agent.step(&rt, STEP);
     assert_eq!(nft.scripts().len(), 1);
-    assert!(metrics.ready() && !metrics.in_sync());
+    assert!(metrics.programmed_once() && !metrics.ready() && !metrics.in_sync());
+    let status = metrics.datastore_status();
+    assert!(
+        status
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("connection lost")),
+        "{status:?}"
+    );
+    assert!(status.retry_in_ms.is_some(), "{status:?}");
+    assert!(
+        metrics
+            .not_ready_reason()
+            .is_some_and(|r| r.contains("still enforcing")),
+        "{:?}",
+        metrics.not_ready_reason()
+    );
     assert_eq!(netlink.state().routes.len(), 2);
 
     // A change made meanwhile arrives by the resync, as one full take-over script.
@@ -108,7 +124,8 @@ fn enforces_keeps_state_while_the_datastore_is_away_and_takes_over_after() {
         ["10.65.0.2/32"],
         "the stale route is reconciled away"
     );
-    assert!(metrics.in_sync());
+    assert!(metrics.in_sync() && metrics.ready());
+    assert_eq!(metrics.datastore_status().error, None);
     assert!(metrics.render().contains("tabby_resyncs_total 2"));
     assert!(
         metrics

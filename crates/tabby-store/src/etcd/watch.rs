@@ -6,15 +6,15 @@
 //! consumer sees neither a gap nor a repeat. If that history was compacted meanwhile the
 //! consumer gets [`StoreError::Compacted`] and re-lists.
 
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{EventType, KvClient, WatchClient, WatchOptions};
 use tracing::debug;
 
 use super::keys::{self, Layout, prefix_end};
-use super::{Shared, to_entry};
+use super::{Shared, backend, to_entry};
 use crate::{Event, Revision, StoreError, Watch, WatchFilter};
 
 /// The longest pause between reconnection attempts.
@@ -22,11 +22,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 type Item = Result<Event, StoreError>;
 
+/// Why the task cannot reach etcd now, shared with the consumer.
+type Outage = Arc<Mutex<Option<StoreError>>>;
+
 /// An etcd watch, read synchronously.
 pub(super) struct EtcdWatch {
     rx: Option<Receiver<Item>>,
     failed: Option<StoreError>,
     task: Option<tokio::task::AbortHandle>,
+    outage: Outage,
     /// Keeps the runtime the task runs on alive.
     _shared: Option<Arc<Shared>>,
 }
@@ -38,6 +42,7 @@ impl EtcdWatch {
             rx: None,
             failed: Some(error),
             task: None,
+            outage: Outage::default(),
             _shared: None,
         }
     }
@@ -51,7 +56,9 @@ impl EtcdWatch {
         filter: WatchFilter,
     ) -> Self {
         let (tx, rx) = std::sync::mpsc::channel();
+        let outage = Outage::default();
         let task = Task {
+            outage: outage.clone(),
             watch: shared.watch.clone(),
             kv: shared.kv.clone(),
             range: shared
@@ -68,6 +75,7 @@ impl EtcdWatch {
             rx: Some(rx),
             failed: None,
             task: Some(handle),
+            outage,
             _shared: Some(shared),
         }
     }
@@ -100,6 +108,13 @@ impl Watch for EtcdWatch {
         item.map(Some)
             .inspect_err(|err| self.failed = Some(err.clone()))
     }
+
+    fn disconnected(&self) -> Option<StoreError> {
+        self.outage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// What stops the task: the consumer went away, or the history it needs is gone.
@@ -119,9 +134,17 @@ struct Task {
     /// The revision of the last change delivered (or the watch's start).
     last: Revision,
     tx: Sender<Item>,
+    outage: Outage,
 }
 
 impl Task {
+    fn set_outage(&self, error: Option<StoreError>) {
+        *self
+            .outage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
+    }
+
     async fn run(mut self, compacted: Revision) {
         let mut known = Some(compacted);
         let mut delay = Duration::from_millis(50);
@@ -147,6 +170,7 @@ impl Task {
                 Ok(c) => c,
                 Err(err) => {
                     debug!(location = %self.location, error = %err, "etcd unreachable, the watch retries");
+                    self.set_outage(Some(backend(&self.location, &err)));
                     return Ok(false);
                 }
             },
@@ -163,6 +187,7 @@ impl Task {
             Ok(stream) => stream,
             Err(err) => {
                 debug!(location = %self.location, error = %err, after = self.last, "cannot open an etcd watch, retrying");
+                self.set_outage(Some(backend(&self.location, &err)));
                 return Ok(false);
             }
         };
@@ -182,6 +207,8 @@ impl Task {
                     return Ok(delivered);
                 }
             };
+            // Whatever etcd sends, it is reachable and the stream serves.
+            self.set_outage(None);
             if resp.compact_revision() > 0 {
                 // etcd keeps its compaction revision readable; tabby's own mark may be later.
                 let ours = self.read_compacted().await.unwrap_or(0);
