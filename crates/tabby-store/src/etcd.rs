@@ -814,7 +814,18 @@ impl Datastore for EtcdStore {
                 keys::compacted_value(up_to),
                 None,
             )]);
-            if shared.write(txn)?.succeeded() {
+            // Out of space (etcd's quota alarm), etcd's compaction above still went through:
+            // say so, since defragmenting now frees the space and compacting again records it.
+            let written = shared.write(txn).map_err(|err| match err {
+                StoreError::Backend { location, message } => StoreError::Backend {
+                    location,
+                    message: format!(
+                        "etcd compacted up to revision {up_to}, but tabby's compaction mark was not written: {message}"
+                    ),
+                },
+                other => other,
+            })?;
+            if written.succeeded() {
                 debug!(location = %shared.location, up_to, "compacted");
                 return Ok(());
             }
