@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tabby_dataplane::{Config, Netlink, NetlinkError, NftCli, RtNetlink};
-use tabby_store::Datastore;
+use tabby_store::{Datastore, StoreError};
 
 use crate::backoff::Backoff;
 use crate::bgp::{Bgp, Routing, StatusBoard};
@@ -58,6 +58,9 @@ pub enum AgentError {
     /// The netlink socket could not be opened.
     #[error("cannot open netlink: {0}")]
     Netlink(#[source] NetlinkError),
+    /// The datastore URL cannot work, whatever the agent waits for.
+    #[error(transparent)]
+    Datastore(StoreError),
 }
 
 /// One node's syncer and dataplane, stepped by [`Agent::step`].
@@ -228,6 +231,16 @@ impl<L: Netlink> Agent<L> {
 /// Runs the agent for `config.node` against `store` until the process ends: takes the node
 /// lock, serves health and metrics, then steps forever in the current network namespace.
 pub fn run(config: &AgentConfig, store: Arc<dyn Datastore>) -> Result<(), AgentError> {
+    run_opening(config, &mut || Ok(store.clone()))
+}
+
+/// Like [`run`], opening the datastore with `open` once health and `/status` answer: until it
+/// opens they say why not, and it is retried with capped backoff. Only an invalid URL
+/// ([`StoreError::InvalidUrl`]) ends the agent, before anything is programmed.
+pub fn run_opening(
+    config: &AgentConfig,
+    open: &mut dyn FnMut() -> Result<Arc<dyn Datastore>, StoreError>,
+) -> Result<(), AgentError> {
     let span = tracing::info_span!("agent", node = %config.node);
     let _entered = span.enter();
     let lock = NodeLock::acquire(&config.lock_dir, &config.node)?;
@@ -259,6 +272,7 @@ pub fn run(config: &AgentConfig, store: Arc<dyn Datastore>) -> Result<(), AgentE
         })
         .map_err(AgentError::Runtime)?;
     tracing::info!(addr = %config.metrics_addr, "serving /livez, /readyz and /metrics");
+    let store = open_store(open, &metrics)?;
 
     let rt = current_thread()?;
     let netlink = {
@@ -271,6 +285,27 @@ pub fn run(config: &AgentConfig, store: Arc<dyn Datastore>) -> Result<(), AgentE
         Agent::new(Syncer::new(store, config.node.clone()), dataplane, metrics).with_bgp(bgp);
     loop {
         agent.step(&rt, POLL);
+    }
+}
+
+/// Opens the datastore, retrying with backoff while `/readyz` and `/status` carry the error.
+fn open_store(
+    open: &mut dyn FnMut() -> Result<Arc<dyn Datastore>, StoreError>,
+    metrics: &Metrics,
+) -> Result<Arc<dyn Datastore>, AgentError> {
+    let mut backoff = Backoff::default();
+    loop {
+        match open() {
+            Ok(store) => return Ok(store),
+            Err(err @ StoreError::InvalidUrl { .. }) => return Err(AgentError::Datastore(err)),
+            Err(err) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %err, retry_in = ?delay, "cannot open the datastore; retrying");
+                metrics.error("datastore");
+                metrics.datastore_lost(&format!("cannot open the datastore: {err}"), Some(delay));
+                std::thread::sleep(delay);
+            }
+        }
     }
 }
 

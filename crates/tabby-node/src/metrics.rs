@@ -120,9 +120,17 @@ impl Metrics {
     pub fn not_ready_reason(&self) -> Option<String> {
         let s = self.lock();
         if !s.applied {
-            return Some(
-                "not yet in sync, or the first dataplane program is not applied".to_owned(),
-            );
+            return Some(match &s.lost {
+                Some(l) => format!(
+                    "never in sync with the datastore yet, for {}s: {}{}",
+                    l.since.elapsed().as_secs(),
+                    l.error,
+                    l.retry_in
+                        .map(|d| format!("; next attempt in {d:?}"))
+                        .unwrap_or_default()
+                ),
+                None => "not yet in sync, or the first dataplane program is not applied".to_owned(),
+            });
         }
         if s.in_sync {
             return None;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tabby_node::{AgentConfig, AgentStatus, Backoff, DatastoreStatus, NodeStatus, Routing};
+use tabby_node::{AgentConfig, AgentStatus, DatastoreStatus, NodeStatus, Routing};
 
 use crate::cli::{NodeCommand, NodeRunArgs, NodeStatusArgs, RoutingArg, StatusOutput};
 use crate::output;
@@ -97,11 +97,18 @@ fn render_datastore(ds: &DatastoreStatus) -> String {
         );
     }
     let mut out = format!(
-        "datastore: NOT in sync{}; enforcing the last programmed state (revision {})\n",
+        "datastore: NOT in sync{}; {}\n",
         ds.error_for_secs
             .map(|s| format!(" for {}", ago(s)))
             .unwrap_or_default(),
-        ds.programmed_revision
+        if ds.programmed_revision > 0 {
+            format!(
+                "enforcing the last programmed state (revision {})",
+                ds.programmed_revision
+            )
+        } else {
+            "nothing programmed yet".to_owned()
+        }
     );
     if let Some(err) = &ds.error {
         out += &format!("datastore error: {err}\n");
@@ -185,19 +192,6 @@ fn run_agent(datastore: Option<&str>, args: &NodeRunArgs) -> Result<ExitCode> {
             .to_owned(),
     };
     let url = datastore.map_or_else(tabby_store::default_url, str::to_owned);
-    // The datastore may not be up yet when the host boots: wait for it rather than exit.
-    let mut backoff = Backoff::default();
-    let store = loop {
-        match tabby_store::open(&url) {
-            Ok(s) => break s,
-            Err(err @ tabby_store::StoreError::InvalidUrl { .. }) => return Err(err.into()),
-            Err(err) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(%url, error = %err, retry_in = ?delay, "cannot open the datastore");
-                std::thread::sleep(delay);
-            }
-        }
-    };
     let config = AgentConfig {
         node,
         metrics_addr: args.metrics_addr,
@@ -208,7 +202,9 @@ fn run_agent(datastore: Option<&str>, args: &NodeRunArgs) -> Result<ExitCode> {
             RoutingArg::Bgp => Routing::Bgp,
         },
     };
-    tabby_node::agent::run(&config, Arc::from(store))
+    // The datastore may not be up yet when the host boots, or may need fixing (TLS files, a
+    // foreign prefix): the agent waits for it, saying why on /readyz and /status.
+    tabby_node::agent::run_opening(&config, &mut || tabby_store::open(&url).map(Arc::from))
         .with_context(|| format!("tabby node run --name {}", config.node))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -251,28 +251,24 @@ fn cut_off(h: &Host, cut: bool) {
     assert!(out.status.success(), "nft: {}", text(&out));
 }
 
-#[test]
-fn agents_on_etcd_keep_enforcing_through_an_outage_and_converge_after() {
-    if !tabby_test_util::root_or_skip(
-        "agents_on_etcd_keep_enforcing_through_an_outage_and_converge_after",
-    ) {
-        return;
-    }
-    let dir = ScratchDir::new("node-etcd");
-    let etcd_ns = NetNs::new("tbe-etcd").expect("etcd namespace");
-    ip(&["-n", etcd_ns.name(), "link", "set", "lo", "up"]);
+/// The namespace the members live in, their address on its loopback.
+fn etcd_namespace() -> NetNs {
+    let ns = NetNs::new("tbe-etcd").expect("etcd namespace");
+    ip(&["-n", ns.name(), "link", "set", "lo", "up"]);
     ip(&[
         "-n",
-        etcd_ns.name(),
+        ns.name(),
         "addr",
         "add",
         "10.98.255.1/32",
         "dev",
         "lo",
     ]);
-    let hosts = [Host::new(1, &etcd_ns), Host::new(2, &etcd_ns)];
+    ns
+}
 
-    let addresses: Vec<(SocketAddr, SocketAddr)> = ETCD_PORTS
+fn start_cluster(ns: &NetNs, dir: &Path, members: usize) -> EtcdCluster {
+    let addresses: Vec<(SocketAddr, SocketAddr)> = ETCD_PORTS[..members]
         .iter()
         .map(|(c, p)| {
             (
@@ -281,13 +277,119 @@ fn agents_on_etcd_keep_enforcing_through_an_outage_and_converge_after() {
             )
         })
         .collect();
-    let spec = ClusterSpec::new(dir.path().join("etcd"), &addresses);
+    let spec = ClusterSpec::new(dir.join("etcd"), &addresses);
     // Started from a thread in the namespace: the members live there and the readiness
     // checks reach them.
-    let mut cluster = etcd_ns
-        .run(|| EtcdCluster::start(spec))
+    ns.run(|| EtcdCluster::start(spec))
         .expect("enter the etcd namespace")
-        .expect("a 3-member etcd cluster");
+        .expect("an etcd cluster")
+}
+
+fn etcdctl(ns: &NetNs, args: &[&str]) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns.name(), "etcdctl"])
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints=http://10.98.255.1:2379")
+        .args(args)
+        .output()
+        .expect("etcdctl");
+    assert!(out.status.success(), "etcdctl {args:?}: {}", text(&out));
+}
+
+/// `/readyz` answers 503 with a body containing every one of `words`.
+fn not_ready_saying(h: &Host, words: &[&str]) -> bool {
+    matches!(h.get("/readyz"), Some((503, body)) if words.iter().all(|w| body.contains(w)))
+}
+
+/// An agent started before etcd, then facing a prefix that holds someone else's keys: it
+/// keeps running, `/readyz`, `/status` and `tabby node status` say why it cannot start, with
+/// a capped wait between attempts, and it starts enforcing once the problem is gone.
+#[test]
+fn an_agent_that_cannot_open_etcd_says_why_retries_and_starts_once_it_can() {
+    if !tabby_test_util::root_or_skip(
+        "an_agent_that_cannot_open_etcd_says_why_retries_and_starts_once_it_can",
+    ) {
+        return;
+    }
+    let dir = ScratchDir::new("node-etcd-open");
+    let etcd_ns = etcd_namespace();
+    let host = Host::new(1, &etcd_ns);
+    let url = "etcd://10.98.255.1:2379/tabby-a";
+
+    // Nothing listens yet.
+    let mut agent = host.start_agent(url, dir.path());
+    host.wait("not ready, naming the member", dir.path(), |h| {
+        not_ready_saying(
+            h,
+            &[
+                "cannot open the datastore",
+                "10.98.255.1:2379",
+                "next attempt in",
+            ],
+        )
+    });
+    let status = in_ns(
+        &host.ns,
+        &[TABBY, "node", "status", "--addr", HEALTH, "-o", "json"],
+    );
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    let retry = status["datastore"]["retry_in_ms"]
+        .as_u64()
+        .expect("a retry");
+    assert!(retry <= 10_000, "the backoff is capped: {status}");
+    let table = in_ns(&host.ns, &[TABBY, "node", "status", "--addr", HEALTH]);
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(
+        table.contains("nothing programmed yet")
+            && table.contains("datastore error: cannot open the datastore"),
+        "{table}"
+    );
+
+    // etcd starts, but the prefix holds someone else's keys (written while the agent is cut
+    // off, so it never sees the prefix empty).
+    cut_off(&host, true);
+    let cluster = start_cluster(&etcd_ns, dir.path(), 1);
+    etcdctl(&etcd_ns, &["put", "/tabby-a/theirs", "x"]);
+    cut_off(&host, false);
+    host.wait("not ready, naming the foreign prefix", dir.path(), |h| {
+        not_ready_saying(h, &["/tabby-a", "not tabby's", "/tabby-a/theirs"])
+    });
+    assert!(
+        agent.0.try_wait().expect("agent state").is_none(),
+        "the agent keeps running"
+    );
+    // At least once unreachable and once refused for the prefix.
+    let errors = host.metric("tabby_errors_total{kind=\"datastore\"}");
+    assert!(errors >= Some(2.0), "it retried: {errors:?}");
+
+    // The foreign key goes: the agent opens the datastore and enforces what it holds.
+    etcdctl(&etcd_ns, &["del", "/tabby-a/theirs"]);
+    tabby(
+        &etcd_ns,
+        url,
+        &["apply", "-f", "-"],
+        &resources(std::slice::from_ref(&host)),
+    );
+    tabby(&etcd_ns, url, &["apply", "-f", "-"], &policy("a"));
+    host.wait("ready", dir.path(), Host::ready);
+    host.wait("the policy enforced", dir.path(), |h| {
+        h.verdicts() == (true, false)
+    });
+    drop(agent);
+    drop(cluster);
+}
+
+#[test]
+fn agents_on_etcd_keep_enforcing_through_an_outage_and_converge_after() {
+    if !tabby_test_util::root_or_skip(
+        "agents_on_etcd_keep_enforcing_through_an_outage_and_converge_after",
+    ) {
+        return;
+    }
+    let dir = ScratchDir::new("node-etcd");
+    let etcd_ns = etcd_namespace();
+    let hosts = [Host::new(1, &etcd_ns), Host::new(2, &etcd_ns)];
+    let mut cluster = start_cluster(&etcd_ns, dir.path(), 3);
     let url = cluster.url("");
 
     tabby(&etcd_ns, &url, &["apply", "-f", "-"], &resources(&hosts));
