@@ -11,9 +11,33 @@ use tabby_dataplane::{Netlink, Route, RtNetlink};
 
 use crate::plumbing::{Plumbing, WorkloadPlumb};
 
-/// Plumbing through netlink in the caller's namespace (the host) and the workload's.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct KernelPlumbing;
+/// Plumbing through netlink in the host's namespace and the workload's.
+#[derive(Debug, Default, Clone)]
+pub struct KernelPlumbing {
+    /// The host's network namespace; `None`: the caller's (a runtime runs the plugin on the
+    /// host). The lab names its node's namespace here.
+    pub host_netns: Option<PathBuf>,
+}
+
+impl KernelPlumbing {
+    /// Netlink in the host's namespace.
+    fn host(&self) -> Result<RtNetlink, String> {
+        match &self.host_netns {
+            Some(ns) => RtNetlink::in_netns(ns),
+            None => RtNetlink::new(),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    /// Sysctls of the host's namespace.
+    fn sysctls(&self) -> NetnsSysctls {
+        NetnsSysctls(
+            self.host_netns
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/proc/self/ns/net")),
+        )
+    }
+}
 
 /// A single-threaded runtime for one call: the plugin is a short-lived process and needs no
 /// more.
@@ -54,9 +78,9 @@ impl Plumbing for KernelPlumbing {
 
     fn add(&self, w: &WorkloadPlumb<'_>) -> Result<Option<String>, String> {
         runtime()?.block_on(async {
-            let host = RtNetlink::new().map_err(|e| e.to_string())?;
+            let host = self.host()?;
             let inside = RtNetlink::in_netns(w.netns).map_err(|e| e.to_string())?;
-            let sysctls = NetnsSysctls(PathBuf::from("/proc/self/ns/net"));
+            let sysctls = self.sysctls();
             workload::plumb(
                 &host,
                 &sysctls,
@@ -103,7 +127,7 @@ impl Plumbing for KernelPlumbing {
 
     fn del(&self, host_interface: &str) -> Result<(), String> {
         runtime()?.block_on(async {
-            let host = RtNetlink::new().map_err(|e| e.to_string())?;
+            let host = self.host()?;
             // The kernel drops the host routes with the device.
             workload::unplumb(&host, host_interface)
                 .await
@@ -113,7 +137,7 @@ impl Plumbing for KernelPlumbing {
 
     fn check(&self, w: &WorkloadPlumb<'_>) -> Result<(), String> {
         runtime()?.block_on(async {
-            let host = RtNetlink::new().map_err(|e| e.to_string())?;
+            let host = self.host()?;
             if host
                 .link_index(w.host_interface)
                 .await

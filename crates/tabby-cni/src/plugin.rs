@@ -2,6 +2,7 @@
 //! the IPAM, the veth, the WorkloadEndpoint) and the IPAM plugin (`type: tabby-ipam`:
 //! addresses only, for other network plugins).
 
+mod endpoint;
 mod identity;
 
 use std::collections::BTreeMap;
@@ -10,10 +11,11 @@ use std::path::Path;
 
 use tabby_ipam::records::{HANDLE_KIND, Handle};
 use tabby_ipam::{AssignIpRequest, AssignRequest, Assigned, Ipam, IpamError};
-use tabby_model::node::{EndpointPort, WorkloadEndpointSpec};
-use tabby_model::{Kind, Object, ObjectMeta, Resource, stored};
-use tabby_store::{Datastore, Key, Op, StoreError};
+use tabby_model::{Kind, Resource, stored};
+use tabby_store::{Datastore, Key, StoreError};
 
+pub use self::endpoint::{ANNOTATION_CONTAINER_ID, ANNOTATION_POD_IP, ANNOTATION_POD_IPS};
+use self::endpoint::{clear_pod, delete_endpoint, pod_entry, pod_ips, pod_speaks, record_op};
 pub use self::identity::Identity;
 use crate::config::TabbyConf;
 use crate::plumbing::{Plumbing, WorkloadPlumb};
@@ -249,11 +251,7 @@ impl Plugin for TabbyPlugin<'_> {
                 format!("network namespace {} does not exist", inv.netns),
             ));
         }
-        let pod = if id.is_k8s {
-            call.get(Kind::Pod, &id.namespace, &id.pod)?
-        } else {
-            None
-        };
+        let pod = pod_entry(&call, &id)?;
         let namespace_labels = if id.is_k8s {
             call.get(Kind::Namespace, "", &id.namespace)?
                 .map(|n| n.meta().labels.clone())
@@ -292,19 +290,21 @@ impl Plugin for TabbyPlugin<'_> {
                 ));
             }
         };
-        let wep = endpoint(
-            inv,
-            &id,
-            &call.node,
-            &addresses,
-            mac.as_deref(),
-            pod.as_ref(),
-        );
-        let s = stored::encode(&wep);
-        let written = call.store.commit(&[Op::Put {
-            key: Key::new(s.kind, s.namespace, s.name),
-            value: s.json,
-        }]);
+        // The record is written once the veth exists, so the agent never programs a workload
+        // whose interface is not there yet. A Pod that changed since it was read (a relabel)
+        // is read again.
+        let mut pod = pod;
+        let mut attempts = 0;
+        let written = loop {
+            attempts += 1;
+            let op = record_op(&call, inv, &id, &addresses, mac.as_deref(), pod.as_ref());
+            match call.store.commit(&[op]) {
+                Err(e) if attempts < 20 && pod_speaks(inv, pod.as_ref()) && endpoint::raced(&e) => {
+                    pod = pod_entry(&call, &id)?;
+                }
+                other => break other,
+            }
+        };
         if let Err(e) = written {
             let _ = self.plumbing.del(&id.host_interface);
             call.give_back(&taken);
@@ -323,6 +323,7 @@ impl Plugin for TabbyPlugin<'_> {
                 .del(&id.host_interface)
                 .map_err(|e| CniError::new(code::PLUMBING, e))?;
             delete_endpoint(&call, &id, &inv.container_id)?;
+            clear_pod(&call, inv, &id)?;
         }
         let freed = call.ipam().release_handle(&id.handle).map_err(ipam_error)?;
         tracing::info!(workload = %id.wep_name, ?freed, "workload deleted");
@@ -350,18 +351,31 @@ impl Plugin for TabbyPlugin<'_> {
         if self.mode == Mode::Ipam {
             return Ok(());
         }
-        let wep = call.get(Kind::WorkloadEndpoint, &id.namespace, &id.wep_name)?;
-        let Some(Resource::WorkloadEndpoint(w)) = wep else {
-            return Err(fail(format!(
-                "workload endpoint {}/{} does not exist",
-                id.namespace, id.wep_name
-            )));
-        };
-        if w.spec.container_id.as_deref() != Some(inv.container_id.as_str()) {
-            return Err(fail(format!(
-                "workload endpoint {}/{} belongs to container {:?}",
-                id.namespace, id.wep_name, w.spec.container_id
-            )));
+        let pod = pod_entry(&call, &id)?;
+        if pod_speaks(inv, pod.as_ref())
+            && let Some((_, p)) = &pod
+        {
+            let recorded = pod_ips(p, &inv.container_id);
+            if recorded.is_empty() {
+                return Err(fail(format!(
+                    "Pod {}/{} does not record container {}",
+                    id.namespace, id.pod, inv.container_id
+                )));
+            }
+        } else {
+            let wep = call.get(Kind::WorkloadEndpoint, &id.namespace, &id.wep_name)?;
+            let Some(Resource::WorkloadEndpoint(w)) = wep else {
+                return Err(fail(format!(
+                    "workload endpoint {}/{} does not exist",
+                    id.namespace, id.wep_name
+                )));
+            };
+            if w.spec.container_id.as_deref() != Some(inv.container_id.as_str()) {
+                return Err(fail(format!(
+                    "workload endpoint {}/{} belongs to container {:?}",
+                    id.namespace, id.wep_name, w.spec.container_id
+                )));
+            }
         }
         self.plumbing
             .check(&WorkloadPlumb {
@@ -422,7 +436,7 @@ impl Plugin for TabbyPlugin<'_> {
             };
             // The handle's allocations say which endpoint it was.
             if self.mode == Mode::Network
-                && let Err(err) = gc_endpoint(&call, &attachment, &e.key.name)
+                && let Err(err) = gc_endpoint(&call, &attachment, &conf.name, &e.key.name)
             {
                 errors.push(err.msg);
             }
@@ -469,136 +483,31 @@ fn handle_ips(call: &Call<'_>, handle: &str) -> Result<Vec<IpAddr>, CniError> {
     Ok(ips)
 }
 
-/// Removes the endpoint and interface of a stale attachment found by GC.
-fn gc_endpoint(call: &Call<'_>, inv: &Invocation, handle: &str) -> Result<(), CniError> {
+/// Removes the record and interface of a stale attachment found by GC, named as its ADD
+/// named them (the allocation's owner attributes say which pod it was).
+fn gc_endpoint(
+    call: &Call<'_>,
+    inv: &Invocation,
+    network: &str,
+    handle: &str,
+) -> Result<(), CniError> {
     let ips = handle_ips(call, handle)?;
     let Some(ip) = ips.first() else {
         return Ok(());
     };
     let info = call.ipam().lookup(*ip).map_err(ipam_error)?;
-    let Some((ns, name)) = info
-        .attrs
-        .get("workloadEndpoint")
-        .and_then(|w| w.split_once('/'))
-    else {
-        return Ok(());
-    };
-    if let Some(Resource::WorkloadEndpoint(w)) = call.get(Kind::WorkloadEndpoint, ns, name)? {
-        call.plumbing
-            .del(&w.spec.interface_name)
-            .map_err(|e| CniError::new(code::PLUMBING, e))?;
-    }
-    let id = Identity {
-        namespace: ns.to_owned(),
-        wep_name: name.to_owned(),
-        ..Identity::default()
-    };
-    delete_endpoint(call, &id, &inv.container_id)
-}
-
-/// Deletes the workload endpoint if it is this container's (a newer pod of the same name
-/// keeps its own).
-fn delete_endpoint(call: &Call<'_>, id: &Identity, container_id: &str) -> Result<(), CniError> {
-    let key = Key::new(
-        Kind::WorkloadEndpoint.info().store_name,
-        &id.namespace,
-        &id.wep_name,
-    );
-    let Some(entry) = call
-        .store
-        .get(&key)
-        .map_err(|e| store_error(&call.url, &e))?
-    else {
-        return Ok(());
-    };
-    let ours = match stored::decode(&entry.key.kind, &entry.value, entry.mod_revision) {
-        Ok(Resource::WorkloadEndpoint(w)) => w
-            .spec
-            .container_id
-            .as_deref()
-            .is_none_or(|c| c == container_id),
-        _ => true,
-    };
-    if !ours {
-        return Ok(());
-    }
-    match call.store.delete(&key, Some(entry.mod_revision)) {
-        Ok(_) => Ok(()),
-        Err(e) if matches!(e.root(), StoreError::NotFound { .. }) => Ok(()),
-        Err(e) => Err(store_error(&call.url, &e)),
-    }
-}
-
-/// The WorkloadEndpoint for a workload: labels, service account and named ports from its Pod
-/// when the datastore has it.
-fn endpoint(
-    inv: &Invocation,
-    id: &Identity,
-    node: &str,
-    addresses: &[IpAddr],
-    mac: Option<&str>,
-    pod: Option<&Resource>,
-) -> Resource {
-    let mut labels = BTreeMap::new();
-    let mut service_account = None;
-    let mut ports = Vec::new();
-    if let Some(Resource::Pod(p)) = pod {
-        labels.clone_from(&p.metadata.labels);
-        service_account.clone_from(&p.spec.service_account_name);
-        for c in &p.spec.containers {
-            for port in &c.ports {
-                if let Some(name) = &port.name {
-                    ports.push(EndpointPort {
-                        name: name.clone(),
-                        protocol: port
-                            .protocol
-                            .clone()
-                            .map(tabby_model::values::IntOrString::String),
-                        port: port.container_port,
-                        ..EndpointPort::default()
-                    });
-                }
-            }
+    let mut attachment = inv.clone();
+    for (attr, arg) in [("namespace", "K8S_POD_NAMESPACE"), ("pod", "K8S_POD_NAME")] {
+        if let Some(v) = info.attrs.get(attr) {
+            attachment.args.insert(arg.to_owned(), v.clone());
         }
     }
-    let sa = service_account
-        .clone()
-        .unwrap_or_else(|| "default".to_owned());
-    let profiles = if id.is_k8s {
-        vec![
-            format!("kns.{}", id.namespace),
-            format!("ksa.{}.{sa}", id.namespace),
-        ]
-    } else {
-        Vec::new()
-    };
-    Resource::WorkloadEndpoint(Object {
-        metadata: ObjectMeta {
-            name: id.wep_name.clone(),
-            namespace: Some(id.namespace.clone()),
-            labels,
-            ..ObjectMeta::default()
-        },
-        spec: WorkloadEndpointSpec {
-            orchestrator: Some(if id.is_k8s { "k8s" } else { "cni" }.to_owned()),
-            workload: None,
-            node: node.to_owned(),
-            container_id: Some(inv.container_id.clone()),
-            pod: Some(id.pod.clone()),
-            endpoint: Some(inv.ifname.clone()),
-            service_account_name: service_account,
-            ip_networks: addresses
-                .iter()
-                .map(|ip| ipnet::IpNet::from(*ip).to_string())
-                .collect(),
-            profiles,
-            interface_name: id.host_interface.clone(),
-            mac: mac.map(str::to_owned),
-            ports,
-            ..WorkloadEndpointSpec::default()
-        },
-        status: None,
-    })
+    let id = Identity::of(&attachment, network);
+    call.plumbing
+        .del(&id.host_interface)
+        .map_err(|e| CniError::new(code::PLUMBING, e))?;
+    delete_endpoint(call, &id, &inv.container_id)?;
+    clear_pod(call, &attachment, &id)
 }
 
 /// The ADD result: host side, workload side, the /32 (/128) addresses, default routes.

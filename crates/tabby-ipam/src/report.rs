@@ -189,7 +189,8 @@ impl Ipam<'_> {
     /// Finds leaked addresses, blocks of nodes that are gone, and conflicts.
     ///
     /// An allocation is leaked when its `workloadEndpoint` attribute (`namespace/name`) names
-    /// an endpoint that does not exist or does not hold the address. An allocation without
+    /// an endpoint (a WorkloadEndpoint, or a Pod with its addresses in its status) that does
+    /// not exist or does not hold the address. An allocation without
     /// that attribute is assumed valid, as Calico's GC assumes.
     pub fn check(&self) -> Result<CheckReport, IpamError> {
         let snap = Snapshot::read(self.store)?;
@@ -213,6 +214,32 @@ impl Ipam<'_> {
                     ip_weps.entry(*ip).or_default().push(name.clone());
                 }
                 wep_ips.insert(name, ips);
+            }
+        }
+        // Pods hold addresses too: a Pod that records its own (Calico's Kubernetes-datastore
+        // way, which tabby's CNI follows when the datastore has the Pod) is the endpoint of
+        // that name, so an allocation made for it is not leaked.
+        for r in read_kind(self.store, Kind::Pod)? {
+            let Some(status) = r.pod_status() else {
+                continue;
+            };
+            let name = format!("{}/{}", r.namespace(), r.name());
+            let mut ips: BTreeSet<IpAddr> = status
+                .pod_ips
+                .iter()
+                .filter_map(|p| p.ip.parse().ok())
+                .collect();
+            ips.extend(
+                status
+                    .pod_ip
+                    .as_deref()
+                    .and_then(|ip| ip.parse::<IpAddr>().ok()),
+            );
+            let held = wep_ips.entry(name.clone()).or_default();
+            for ip in ips {
+                if held.insert(ip) {
+                    ip_weps.entry(ip).or_default().push(name.clone());
+                }
             }
         }
         report.endpoints = wep_ips.len();

@@ -69,6 +69,18 @@ pub enum LabError {
     /// A namespace operation failed.
     #[error(transparent)]
     Netns(#[from] NetnsError),
+    /// The CNI plugin refused a workload (the lab creates pods through it, as a kubelet does).
+    #[error("CNI {command} for {workload} failed (code {code}): {msg}")]
+    Cni {
+        /// ADD or DEL.
+        command: &'static str,
+        /// The workload (`namespace/name`).
+        workload: String,
+        /// The CNI error code.
+        code: u64,
+        /// The plugin's message.
+        msg: String,
+    },
     /// A netlink request failed.
     #[error("{context}: {error}")]
     Netlink {

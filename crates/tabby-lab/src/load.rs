@@ -1,24 +1,32 @@
-//! `lab load`: makes the lab hold what a file describes. Workloads the file adds are made
-//! (namespace, veth into their node, server) before the datastore hears of them, so that
-//! the agents find their interfaces; workloads that go are removed from the datastore first
-//! and then from the kernel. Loading again updates in place: a label change is only a
-//! datastore write, and a workload is remade only when its node or address changes.
+//! `lab load`: makes the lab hold what a file describes. Pods are made as a kubelet makes
+//! them: the Pod is written, then tabby's CNI plugin (ADD) gives it a namespace's veth into
+//! its node and addresses from the IPAM, and records them on the Pod (see [`cni`]).
+//! WorkloadEndpoints of the file are plumbed as given before the datastore hears of them.
+//! Workloads that go are removed from the datastore first and then from the kernel (CNI DEL
+//! for pods, which also releases their addresses). Loading again updates in place: a label
+//! change is only a datastore write, and a workload is remade only when its node or address
+//! changes. Every problem of the file is found before anything changes.
 
+mod cni;
 mod plan;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tabby_client::{Client, ObjectRef, Outcome, WriteMode};
 use tabby_dataplane::RtNetlink;
 use tabby_dataplane::netns::{self, NETNS_DIR};
 use tabby_dataplane::workload::{self, NetnsSysctls, Workload};
+use tabby_ipam::Ipam;
 use tabby_model::{Kind, Resource};
 
+use self::cni::Shared;
 use crate::fabric::runtime;
-use crate::state::WorkloadState;
+use crate::names::container_id;
+use crate::state::{WorkloadKind, WorkloadState};
 use crate::{Lab, LabError, agent_http, process};
 
 /// How long a workload's server gets to start listening.
@@ -71,10 +79,15 @@ impl Lab {
         resources: Vec<Resource>,
         opts: LoadOptions,
     ) -> Result<LoadReport, LabError> {
-        let client = Client::new(self.store()?);
+        let store = Shared(Arc::from(self.store()?));
+        let client = Client::new(Box::new(store.clone()));
         let stored_pools = client.list(Kind::IpPool, None)?;
         let pools = plan::pools(&resources, &stored_pools);
+        // A file that brings IPv4 pools gets its pods' addresses from them (as a kubelet's
+        // network configuration names `ipv4_pools`); otherwise from every usable pool.
+        let file_pools = plan::file_pools(&resources);
         let plan = plan::plan(&self.state, resources, &pools).map_err(LabError::Input)?;
+        self.check_requested(&store, &plan)?;
         let mut report = LoadReport {
             warnings: plan.warnings,
             ..LoadReport::default()
@@ -99,7 +112,7 @@ impl Lab {
         let mut fresh = Vec::new();
         for (key, want) in &plan.workloads {
             match self.state.workloads.get(key) {
-                Some(old) if same_plumbing(old, want) => {
+                Some(old) if plan::same_plumbing(old, want) => {
                     let server_ok = old.ports.is_empty()
                         || process::alive_in(old.server_pid, process::ns_id(&ns_path(&old.netns)));
                     if old.ports != want.ports || !server_ok {
@@ -114,7 +127,7 @@ impl Lab {
                 }
                 Some(old) => {
                     let old = old.clone();
-                    self.teardown(&old);
+                    self.teardown(&store, &old);
                     self.state.workloads.remove(key);
                     self.file.save(&self.state)?;
                     fresh.push(want.clone());
@@ -126,14 +139,16 @@ impl Lab {
                 }
             }
         }
+        // Endpoints given whole are plumbed before the datastore names their interfaces.
         let mut made = Vec::new();
-        for want in fresh {
-            match self.make(&want) {
+        for want in fresh
+            .iter()
+            .filter(|w| w.kind == WorkloadKind::WorkloadEndpoint)
+        {
+            match self.make(&store, want, &file_pools) {
                 Ok(w) => made.push(w),
                 Err(err) => {
-                    for w in &made {
-                        self.teardown(w);
-                    }
+                    self.undo(&store, &made);
                     return Err(err);
                 }
             }
@@ -146,12 +161,20 @@ impl Lab {
         let (pruned, outcomes) = match written {
             Ok(w) => w,
             Err(err) => {
-                for w in &made {
-                    self.teardown(w);
-                }
+                self.undo(&store, &made);
                 return Err(err.into());
             }
         };
+        // Pods once their Pod exists, as a kubelet runs a pod the API server holds.
+        for want in fresh.iter().filter(|w| w.kind == WorkloadKind::Pod) {
+            match self.make(&store, want, &file_pools) {
+                Ok(w) => made.push(w),
+                Err(err) => {
+                    self.undo(&store, &made);
+                    return Err(err);
+                }
+            }
+        }
         report.pruned = pruned.iter().map(|o| o.object.clone()).collect();
         report.outcomes = outcomes;
         for w in made {
@@ -171,21 +194,67 @@ impl Lab {
                 .cloned()
                 .collect();
             for w in removed {
-                self.teardown(&w);
+                self.teardown(&store, &w);
                 self.state.workloads.remove(&w.key());
                 report.removed.push(w.key());
             }
         }
         self.file.save(&self.state)?;
 
-        let store = client.store();
         report.revision = store
+            .0
             .revision()
             .map_err(LabError::store(&self.state.datastore))?;
         if let Some(timeout) = opts.wait {
             agent_http::wait_programmed(&self.state.nodes, report.revision, timeout)?;
         }
         Ok(report)
+    }
+
+    /// Addresses the file asks for that the IPAM would refuse (reserved, or held by another
+    /// workload), found before anything changes.
+    fn check_requested(&self, store: &Shared, plan: &plan::Plan) -> Result<(), LabError> {
+        let ipam = Ipam::new(store);
+        let mut errors = Vec::new();
+        for w in plan.workloads.values() {
+            if w.kind != WorkloadKind::Pod {
+                continue;
+            }
+            let ours = format!(
+                "{}.{}",
+                cni::NETWORK,
+                container_id(&self.state.name, &w.interface)
+            );
+            for ip in &w.addresses {
+                let info = ipam.lookup(*ip).map_err(|e| {
+                    LabError::Input(vec![format!("workload {}: {ip}: {e}", w.key())])
+                })?;
+                if let Some(r) = &info.reserved_by {
+                    errors.push(format!(
+                        "Pod \"{}\": status.podIP: {ip} is reserved by IPReservation {r:?}",
+                        w.key()
+                    ));
+                }
+                if let Some(h) = info.handle.filter(|h| *h != ours) {
+                    errors.push(format!(
+                        "Pod \"{}\": status.podIP: {ip} is already allocated (IPAM handle {h}); `tabby ipam show --ip {ip}` says to whom",
+                        w.key()
+                    ));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(LabError::Input(errors))
+        }
+    }
+
+    /// Removes the workloads made by a load that failed.
+    fn undo(&self, store: &Shared, made: &[WorkloadState]) {
+        for w in made {
+            self.teardown(store, w);
+        }
     }
 
     /// Waits until every agent has programmed the datastore's current revision.
@@ -198,26 +267,50 @@ impl Lab {
         Ok(revision)
     }
 
-    /// A workload: its namespace, plumbed into its node, and its server.
-    fn make(&self, want: &WorkloadState) -> Result<WorkloadState, LabError> {
+    /// A workload: its namespace, plumbed into its node (a pod through CNI ADD, which decides
+    /// its addresses), and its server.
+    fn make(
+        &self,
+        store: &Shared,
+        want: &WorkloadState,
+        pools: &[String],
+    ) -> Result<WorkloadState, LabError> {
         let path = ns_path(&want.netns);
         if path.exists() {
             // A leftover of an interrupted load: nothing in it is wanted.
             let _ = netns::delete(&want.netns);
         }
         netns::create(&want.netns)?;
-        let node = self
-            .state
-            .nodes
-            .iter()
-            .find(|n| n.name == want.node)
-            .ok_or_else(|| LabError::Input(vec![format!("no node {}", want.node)]))?;
+        let mut made = want.clone();
+        let plumbed = match want.kind {
+            WorkloadKind::Pod => cni::add(&self.state, store, want, &path, pools)
+                .map(|addresses| made.addresses = addresses),
+            WorkloadKind::WorkloadEndpoint => self.plumb(want, &path),
+        };
+        if let Err(err) = plumbed {
+            let _ = netns::delete(&want.netns);
+            return Err(err);
+        }
+        match self.start_server(&made) {
+            Ok(pid) => made.server_pid = pid,
+            Err(err) => {
+                self.teardown(store, &made);
+                return Err(err);
+            }
+        }
+        tracing::info!(workload = %made.key(), node = %made.node, addresses = ?made.addresses, "workload made");
+        Ok(made)
+    }
+
+    /// Plumbs a WorkloadEndpoint of the file as it is given.
+    fn plumb(&self, want: &WorkloadState, path: &Path) -> Result<(), LabError> {
+        let node = self.node_state(&want.node)?;
         let node_path = ns_path(&node.netns);
-        let plumbed = runtime().and_then(|rt| {
+        runtime().and_then(|rt| {
             rt.block_on(async {
                 let host = RtNetlink::in_netns(&node_path)
                     .map_err(LabError::netlink(format!("{} netlink", node.name)))?;
-                let inside = RtNetlink::in_netns(&path)
+                let inside = RtNetlink::in_netns(path)
                     .map_err(LabError::netlink(format!("{} netlink", want.key())))?;
                 workload::plumb(
                     &host,
@@ -225,7 +318,7 @@ impl Lab {
                     &inside,
                     &Workload {
                         interface: &want.interface,
-                        netns: &path,
+                        netns: path,
                         inside: workload::WORKLOAD_INTERFACE,
                         addresses: &want.addresses,
                         mtu: None,
@@ -234,21 +327,15 @@ impl Lab {
                 .await?;
                 Ok::<(), LabError>(())
             })
-        });
-        if let Err(err) = plumbed {
-            let _ = netns::delete(&want.netns);
-            return Err(err);
-        }
-        let mut made = want.clone();
-        match self.start_server(want) {
-            Ok(pid) => made.server_pid = pid,
-            Err(err) => {
-                self.teardown(&made);
-                return Err(err);
-            }
-        }
-        tracing::info!(workload = %made.key(), node = %made.node, addresses = ?made.addresses, "workload made");
-        Ok(made)
+        })
+    }
+
+    fn node_state(&self, name: &str) -> Result<&crate::state::NodeState, LabError> {
+        self.state
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| LabError::Input(vec![format!("no node {name}")]))
     }
 
     /// Starts the workload's server (none when it declares no port): 0 for none.
@@ -270,13 +357,33 @@ impl Lab {
         )
     }
 
-    /// Removes a workload from the kernel: its processes, its veth, its namespace.
-    fn teardown(&self, w: &WorkloadState) {
+    /// Removes a workload: its processes, its veth (a pod's through CNI DEL, which also
+    /// takes its record off the Pod and releases its addresses), its namespace.
+    fn teardown(&self, store: &Shared, w: &WorkloadState) {
         let path = ns_path(&w.netns);
         if let Some(id) = process::ns_id(&path) {
             let pids = process::processes_in(&[id].into_iter().collect());
             process::stop_all(&pids);
         }
+        if w.kind == WorkloadKind::Pod {
+            match cni::del(&self.state, store, w, &path) {
+                Ok(()) => {}
+                Err(err) => {
+                    tracing::warn!(workload = %w.key(), error = %err, "CNI DEL; removing the veth directly");
+                    self.unplumb(w);
+                }
+            }
+        } else {
+            self.unplumb(w);
+        }
+        if path.exists()
+            && let Err(err) = netns::delete(&w.netns)
+        {
+            tracing::warn!(workload = %w.key(), error = %err, "removing the workload's namespace");
+        }
+    }
+
+    fn unplumb(&self, w: &WorkloadState) {
         if let Some(node) = self.state.nodes.iter().find(|n| n.name == w.node) {
             let node_path = ns_path(&node.netns);
             let removed = runtime().and_then(|rt| {
@@ -291,14 +398,5 @@ impl Lab {
                 tracing::warn!(workload = %w.key(), error = %err, "removing the workload's veth");
             }
         }
-        if path.exists()
-            && let Err(err) = netns::delete(&w.netns)
-        {
-            tracing::warn!(workload = %w.key(), error = %err, "removing the workload's namespace");
-        }
     }
-}
-
-fn same_plumbing(old: &WorkloadState, new: &WorkloadState) -> bool {
-    old.node == new.node && old.interface == new.interface && old.addresses == new.addresses
 }

@@ -13,6 +13,13 @@ pub fn netns_name(lab: &str, part: &str) -> String {
     format!("{}{part}", netns_prefix(lab))
 }
 
+/// The container ID the lab gives a pod's sandbox in CNI calls (so its IPAM handle is
+/// `k8s-pod-network.lab-<lab>-<interface>`): stable, so that DEL finds what ADD made, and
+/// without dots, which CNI GC reads as the interface separator of a handle.
+pub(crate) fn container_id(lab: &str, interface: &str) -> String {
+    format!("lab-{lab}-{interface}")
+}
+
 /// The name of node `i` (1-based), as WorkloadEndpoints' `spec.node` and pods' `nodeName`
 /// spell it.
 pub(crate) fn node_name(i: usize) -> String {

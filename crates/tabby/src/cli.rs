@@ -265,10 +265,11 @@ Examples:
     /// Load namespaces, pods or workload endpoints, policies and pools into a lab.
     #[command(after_help = "\
 The same files as `tabby policy matrix` (a `kubectl get ns,pods,netpol -A -o yaml` dump works).
-Each pod becomes a workload on a node (spec.nodeName, else the least loaded) plumbed as Calico
-plumbs pods, with a small server on every declared TCP and UDP container port. Addresses come
-from status.podIP (which must lie in a pool of the file or the lab), else from the first enabled
-IPv4 pool. Loading again updates in place: a label change is a datastore write only. The
+Each pod becomes a workload on a node (spec.nodeName, else the least loaded), made as a kubelet
+makes it: the Pod is written, then tabby's CNI plugin plumbs it and takes its address from an
+IPAM block affine to that node (from the file's IPv4 pools when it brings any), with a small
+server on every declared TCP and UDP container port. A status.podIP in the file (inside a pool)
+is requested from the IPAM. Loading again updates in place: a label change is a datastore write only. The
 command returns once every agent has programmed the result (--no-wait: at once).
 
 Examples:

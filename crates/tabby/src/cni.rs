@@ -49,7 +49,7 @@ pub(crate) fn main() -> ExitCode {
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_default();
-    let plumbing = KernelPlumbing;
+    let plumbing = KernelPlumbing::default();
     let plugin = TabbyPlugin {
         mode,
         open_store: &open,

@@ -186,14 +186,26 @@ apiVersion: v1\nkind: Pod\nmetadata: {name: tbpm-db, namespace: default, labels:
     let (in_use, clean, report) = ipam_state(&db);
     assert_eq!(in_use, 2);
     assert!(clean, "{report}");
-    let wep = tabby(
+    // The datastore holds their Pods, so the plugin records each on its Pod (Calico's
+    // Kubernetes-datastore way) and writes no second endpoint for it.
+    let pod = tabby(
         &db,
-        &["get", "wep", "tbpm-db", "-n", "default", "-o", "json"],
+        &["get", "pod", "tbpm-db", "-n", "default", "-o", "json"],
         "",
     );
-    let v: serde_json::Value = serde_json::from_slice(&wep.stdout).expect("endpoint json");
-    assert_eq!(v["metadata"]["labels"]["app"], "db", "{v}");
-    assert_eq!(v["spec"]["ipNetworks"][0], format!("{db_ip}/32"));
+    let v: serde_json::Value = serde_json::from_slice(&pod.stdout).expect("pod json");
+    assert_eq!(v["status"]["podIP"], db_ip.to_string(), "{v}");
+    assert_eq!(
+        v["metadata"]["annotations"]["cni.projectcalico.org/podIPs"],
+        format!("{db_ip}/32"),
+        "{v}"
+    );
+    let weps = tabby(&db, &["get", "wep", "-A", "-o", "name"], "");
+    assert!(
+        String::from_utf8_lossy(&weps.stdout).trim().is_empty(),
+        "{}",
+        text(&weps)
+    );
     assert_eq!(workload_links(&host).len(), 2);
 
     eventually("web reaches db", true, || podman.ping("tbpm-web", db_ip));
@@ -217,10 +229,12 @@ apiVersion: v1\nkind: Pod\nmetadata: {name: tbpm-db, namespace: default, labels:
         "{:?}",
         workload_links(&host)
     );
-    let weps = tabby(&db, &["get", "wep", "-A", "-o", "name"], "");
-    assert!(
-        String::from_utf8_lossy(&weps.stdout).trim().is_empty(),
-        "{}",
-        text(&weps)
+    let pod = tabby(
+        &db,
+        &["get", "pod", "tbpm-db", "-n", "default", "-o", "json"],
+        "",
     );
+    let v: serde_json::Value = serde_json::from_slice(&pod.stdout).expect("pod json");
+    assert!(v["status"].get("podIP").is_none(), "{v}");
+    assert_eq!(v["metadata"]["labels"]["app"], "db", "{v}");
 }

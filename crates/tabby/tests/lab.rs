@@ -78,6 +78,20 @@ fn a_lab_runs_the_demo_follows_reloads_and_leaves_nothing_behind() {
     assert_eq!(m["allowed"]["web/frontend"]["shop/backend"], true);
     assert_eq!(m["allowed"]["web/debug"]["shop/backend"], false);
 
+    // The pods were made through the CNI plugin: their addresses come from IPAM blocks
+    // affine to their own node, and `tabby ipam` agrees with the lab.
+    let workloads = lab.state()["workloads"].clone();
+    for (key, w) in workloads.as_object().expect("workloads") {
+        let ip = w["addresses"][0].as_str().expect("address");
+        let (_, info) = lab.ipam(&["show", "--ip", ip]);
+        assert_eq!(info["affinity"], w["node"], "{key}: {info}");
+        assert_eq!(info["attrs"]["pod"], w["name"], "{key}: {info}");
+    }
+    let (clean, check) = lab.ipam(&["check"]);
+    assert!(clean, "{check}");
+    assert_eq!(check["allocations"], 4, "{check}");
+    assert_eq!(check["endpoints"], 4, "{check}");
+
     // Relabelling debug as a front end lets it reach the back end; the workload is not
     // remade (same server process), only the datastore changes.
     let before = server_pid(&lab.state(), "web/debug");
@@ -144,6 +158,35 @@ fn a_lab_runs_the_demo_follows_reloads_and_leaves_nothing_behind() {
     );
     assert!(addr.contains("10.48.0."), "{addr}");
 
+    // A pod may ask for its address (status.podIP): the CNI ADD requests it from the IPAM.
+    let fixed = "  - apiVersion: v1\n    kind: Pod\n    metadata: {name: fixed, namespace: web, labels: {app: debug}}\n    status: {podIP: 10.48.0.250}\n    spec:\n      nodeName: node-2\n      containers: [{name: shell}]\n";
+    let with_fixed = DEMO.replace(
+        "  # The security team's tier",
+        &format!("{fixed}\n  # The security team's tier"),
+    );
+    assert_ne!(with_fixed, DEMO);
+    let out = lab.load(&with_fixed, false);
+    assert!(out.contains("workloads made: web/fixed"), "{out}");
+    assert_eq!(
+        lab.state()["workloads"]["web/fixed"]["addresses"][0],
+        "10.48.0.250"
+    );
+    let (_, info) = lab.ipam(&["show", "--ip", "10.48.0.250"]);
+    assert_eq!(info["attrs"]["pod"], "fixed", "{info}");
+    // Taken by another workload: refused before anything changes.
+    let taken = with_fixed.replace(
+        "metadata: {name: backend, namespace: shop, labels: {app: backend}}\n",
+        "metadata: {name: backend, namespace: shop, labels: {app: backend}}\n    status: {podIP: 10.48.0.250}\n",
+    );
+    let refused = lab.run(&["load", "-f", "-"], &taken);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && err.contains("address 10.48.0.250 is given to another workload too"),
+        "{err}"
+    );
+    assert_eq!(lab.namespaces().len(), 9, "nothing changed");
+
     // --prune removes what the file no longer has: the debug pod and its namespace.
     let without_debug: String = DEMO.replace(
         "  - apiVersion: v1\n    kind: Pod\n    metadata: {name: debug, namespace: web, labels: {app: debug}}\n    spec:\n      containers: [{name: shell, ports: [{name: http, containerPort: 8080}]}]\n",
@@ -152,9 +195,16 @@ fn a_lab_runs_the_demo_follows_reloads_and_leaves_nothing_behind() {
     assert_ne!(without_debug, DEMO);
     let out = lab.load(&without_debug, true);
     assert!(out.contains("Pod \"web/debug\" deleted (pruned)"), "{out}");
-    assert!(out.contains("workloads removed: web/debug"), "{out}");
+    assert!(
+        out.contains("workloads removed: web/debug, web/fixed"),
+        "{out}"
+    );
     assert_eq!(lab.namespaces().len(), 7);
     assert!(lab.state()["workloads"].get("web/debug").is_none());
+    // Their addresses went back to the IPAM with them.
+    let (clean, check) = lab.ipam(&["check"]);
+    assert!(clean, "{check}");
+    assert_eq!(check["allocations"], 3, "{check}");
 
     let down = lab.ok(&["down"], "");
     assert!(down.contains("removed"), "{down}");

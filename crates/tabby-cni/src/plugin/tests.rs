@@ -107,8 +107,19 @@ fn conf(version: &str) -> Value {
 const POOL: &str = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\nspec: {cidr: 10.88.0.0/24}\n";
 const POD: &str = "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web";
 
+fn pod(store: &SqliteStore) -> tabby_model::Object<tabby_model::k8s::PodSpec> {
+    let e = store
+        .get(&Key::new("Pod", "shop", "web"))
+        .unwrap()
+        .expect("pod");
+    let Resource::Pod(p) = stored::decode(&e.key.kind, &e.value, e.mod_revision).unwrap() else {
+        panic!("not a pod");
+    };
+    p
+}
+
 #[test]
-fn add_writes_the_endpoint_from_the_pod_and_del_twice_removes_everything() {
+fn add_records_a_held_pod_on_the_pod_and_del_twice_removes_everything() {
     let f = Fixture::new(POOL);
     let (ok, r) = f.run(Mode::Network, "ADD", "c1", POD, &conf("1.0.0"));
     assert!(ok, "{r}");
@@ -123,43 +134,98 @@ fn add_writes_the_endpoint_from_the_pod_and_del_twice_removes_everything() {
     assert_eq!(r["interfaces"][1]["sandbox"], "/run/netns/fake-1");
     assert_eq!(r["routes"][0]["dst"], "0.0.0.0/0");
 
+    // The Pod speaks for the pod (Calico's Kubernetes-datastore way): it gets the addresses,
+    // the container and the node; no WorkloadEndpoint describes it a second time.
     let store = f.store();
-    let key = Key::new("WorkloadEndpoint", "shop", "web");
-    let e = store.get(&key).unwrap().expect("endpoint written");
-    let Resource::WorkloadEndpoint(w) = stored::decode(&e.key.kind, &e.value, 1).unwrap() else {
-        panic!("not an endpoint");
-    };
-    assert_eq!(w.metadata.labels["app"], "web");
-    assert_eq!(w.spec.node, "node-1");
-    assert_eq!(w.spec.service_account_name.as_deref(), Some("api"));
-    assert_eq!(w.spec.profiles, vec!["kns.shop", "ksa.shop.api"]);
-    assert_eq!(w.spec.ports[0].name, "http");
-    assert_eq!(w.spec.ip_networks, vec![address.to_owned()]);
+    let p = pod(&store);
+    assert_eq!(p.metadata.annotations[ANNOTATION_CONTAINER_ID], "c1");
+    assert_eq!(p.metadata.annotations[ANNOTATION_POD_IP], address);
+    assert_eq!(p.metadata.annotations[ANNOTATION_POD_IPS], address);
+    assert_eq!(p.spec.node_name.as_deref(), Some("node-1"));
+    let status = Resource::Pod(p.clone()).pod_status().unwrap();
     assert_eq!(
-        w.spec.interface_name,
-        tabby_model::node::workload_interface_name("shop", "web")
+        status.pod_ip.as_deref(),
+        Some(address.trim_end_matches("/32"))
     );
+    assert_eq!(p.metadata.labels["app"], "web", "labels untouched");
     assert!(
-        f.plumbing
-            .links
-            .lock()
+        store
+            .list(Some("WorkloadEndpoint"), None)
             .unwrap()
-            .contains_key(&w.spec.interface_name)
+            .entries
+            .is_empty()
     );
+    let interface = tabby_model::node::workload_interface_name("shop", "web");
+    assert!(f.plumbing.links.lock().unwrap().contains_key(&interface));
+    // (No Node resource here, so the block shows as orphaned; that is all.)
+    let check = Ipam::new(&store).check().unwrap();
+    assert!(
+        check.leaked.is_empty() && check.conflicts.is_empty(),
+        "{check:?}"
+    );
+    assert_eq!(check.endpoints, 1);
 
     let (ok, r) = f.run(Mode::Network, "CHECK", "c1", POD, &conf("1.0.0"));
     assert!(ok, "{r}");
+    // Another container's DEL leaves the Pod's record alone.
+    let (ok, r) = f.run(Mode::Network, "DEL", "c0", POD, &conf("1.0.0"));
+    assert!(ok, "{r}");
+    assert_eq!(
+        pod(&store).metadata.annotations[ANNOTATION_CONTAINER_ID],
+        "c1"
+    );
 
     for _ in 0..2 {
         let (ok, r) = f.run(Mode::Network, "DEL", "c1", POD, &conf("1.0.0"));
         assert!(ok, "{r}");
         assert_eq!(r, Value::Null, "DEL prints nothing");
     }
-    assert!(store.get(&key).unwrap().is_none());
+    let p = pod(&store);
+    assert!(p.metadata.annotations.is_empty(), "{p:?}");
+    assert!(
+        Resource::Pod(p)
+            .pod_status()
+            .is_none_or(|s| s.pod_ip.is_none())
+    );
     assert_eq!(f.in_use(), 0);
     assert!(f.plumbing.links.lock().unwrap().is_empty());
     let (ok, r) = f.run(Mode::Network, "CHECK", "c1", POD, &conf("1.0.0"));
     assert!(!ok, "CHECK after DEL must fail: {r}");
+}
+
+#[test]
+fn a_pod_the_datastore_lacks_gets_a_workload_endpoint() {
+    let f = Fixture::new(POOL);
+    let args = "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=api";
+    let (ok, r) = f.run(Mode::Network, "ADD", "c2", args, &conf("1.0.0"));
+    assert!(ok, "{r}");
+    let address = r["ips"][0]["address"].as_str().unwrap();
+    let store = f.store();
+    let key = Key::new("WorkloadEndpoint", "shop", "api");
+    let e = store.get(&key).unwrap().expect("endpoint written");
+    let Resource::WorkloadEndpoint(w) = stored::decode(&e.key.kind, &e.value, 1).unwrap() else {
+        panic!("not an endpoint");
+    };
+    assert_eq!(w.spec.node, "node-1");
+    assert_eq!(w.spec.orchestrator.as_deref(), Some("k8s"));
+    assert_eq!(w.spec.profiles, vec!["kns.shop", "ksa.shop.default"]);
+    assert_eq!(w.spec.ip_networks, vec![address.to_owned()]);
+    assert_eq!(
+        w.spec.interface_name,
+        tabby_model::node::workload_interface_name("shop", "api")
+    );
+    assert!(pod(&store).metadata.annotations.is_empty());
+    let check = Ipam::new(&store).check().unwrap();
+    assert!(
+        check.leaked.is_empty() && check.conflicts.is_empty(),
+        "{check:?}"
+    );
+    let (ok, r) = f.run(Mode::Network, "CHECK", "c2", args, &conf("1.0.0"));
+    assert!(ok, "{r}");
+    let (ok, r) = f.run(Mode::Network, "DEL", "c2", args, &conf("1.0.0"));
+    assert!(ok, "{r}");
+    assert!(store.get(&key).unwrap().is_none());
+    assert_eq!(f.in_use(), 0);
 }
 
 #[test]

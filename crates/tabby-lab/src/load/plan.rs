@@ -13,9 +13,10 @@ use ipnet::IpNet;
 use tabby_model::{Resource, node::workload_interface_name};
 
 use crate::ServePort;
-use crate::names::netns_name;
+use crate::names::{container_id, netns_name};
 use crate::probe::ProbeProtocol;
 use crate::state::{LabState, WorkloadKind, WorkloadState};
+use tabby_cni::plugin::{ANNOTATION_CONTAINER_ID, ANNOTATION_POD_IP, ANNOTATION_POD_IPS};
 
 /// An IP pool as the planner needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +54,15 @@ pub(crate) fn pools(file: &[Resource], stored: &[Resource]) -> Vec<Pool> {
         }
     }
     out
+}
+
+/// The enabled IPv4 pools a file brings, by name.
+pub(crate) fn file_pools(file: &[Resource]) -> Vec<String> {
+    pools(file, &[])
+        .into_iter()
+        .filter(|p| !p.disabled && p.cidr.addr().is_ipv4())
+        .map(|p| p.name)
+        .collect()
 }
 
 struct Wanted {
@@ -215,25 +225,59 @@ pub(crate) fn plan(
 
     for w in wanted {
         let node = w.node.unwrap_or_default();
+        let key = format!("{}/{}", w.namespace, w.name);
         if let Some(i) = w.pod_index
             && let Some(Resource::Pod(p)) = plan.resources.get_mut(i)
         {
             p.spec.node_name = Some(node.clone());
+            // A pod that stays as it is keeps the record its CNI ADD wrote on it (the file
+            // does not have it); a new or remade one gets its record from its CNI ADD.
+            let kept = state.workloads.get(&key).filter(|old| {
+                old.node == node && old.interface == w.interface && old.addresses == w.addresses
+            });
             let mut status = p
                 .status
                 .take()
                 .and_then(|s| s.as_object().cloned())
                 .unwrap_or_default();
-            status.insert("podIP".to_owned(), w.addresses[0].to_string().into());
-            status.insert(
-                "podIPs".to_owned(),
-                w.addresses
+            status.remove("podIP");
+            status.remove("podIPs");
+            for a in [
+                ANNOTATION_CONTAINER_ID,
+                ANNOTATION_POD_IP,
+                ANNOTATION_POD_IPS,
+            ] {
+                p.metadata.annotations.remove(a);
+            }
+            if let Some(old) = kept {
+                let cidrs: Vec<String> = old
+                    .addresses
                     .iter()
-                    .map(|a| serde_json::json!({"ip": a.to_string()}))
-                    .collect::<Vec<_>>()
-                    .into(),
-            );
-            p.status = Some(status.into());
+                    .map(|a| IpNet::from(*a).to_string())
+                    .collect();
+                let a = &mut p.metadata.annotations;
+                a.insert(
+                    ANNOTATION_CONTAINER_ID.to_owned(),
+                    container_id(&state.name, &old.interface),
+                );
+                a.insert(
+                    ANNOTATION_POD_IP.to_owned(),
+                    cidrs.first().cloned().unwrap_or_default(),
+                );
+                a.insert(ANNOTATION_POD_IPS.to_owned(), cidrs.join(","));
+                if let Some(first) = old.addresses.first() {
+                    status.insert("podIP".to_owned(), first.to_string().into());
+                }
+                status.insert(
+                    "podIPs".to_owned(),
+                    old.addresses
+                        .iter()
+                        .map(|a| serde_json::json!({"ip": a.to_string()}))
+                        .collect::<Vec<_>>()
+                        .into(),
+                );
+            }
+            p.status = (!status.is_empty()).then(|| status.into());
         }
         let state = WorkloadState {
             kind: w.kind,
@@ -315,8 +359,9 @@ fn place(state: &LabState, wanted: &mut [Wanted]) {
     }
 }
 
-/// Addresses: given ones must lie in a pool; a workload the lab already has keeps its
-/// address; others get the lowest free address of the first enabled IPv4 pool.
+/// Addresses: given ones must lie in a pool (the CNI ADD asks the IPAM for them); a workload
+/// the lab already has on the same node keeps its address; others get theirs from the IPAM
+/// at their CNI ADD, from a block affine to their node.
 fn assign_addresses(
     state: &LabState,
     pools: &[Pool],
@@ -348,26 +393,26 @@ fn assign_addresses(
     }
     for w in wanted.iter_mut().filter(|w| w.addresses.is_empty()) {
         if let Some(old) = state.workloads.get(&format!("{}/{}", w.namespace, w.name))
+            && old.node.as_str() == w.node.as_deref().unwrap_or_default()
+            && old.interface == w.interface
             && !old.addresses.iter().any(|a| used.contains(a))
         {
             w.addresses = old.addresses.clone();
             used.extend(old.addresses.iter().copied());
         }
     }
-    for w in wanted.iter_mut().filter(|w| w.addresses.is_empty()) {
-        let free = pools
-            .iter()
-            .filter(|p| !p.disabled && p.cidr.addr().is_ipv4())
-            .find_map(|p| p.cidr.hosts().find(|a| !used.contains(a)));
-        match free {
-            Some(a) => {
-                used.insert(a);
-                w.addresses.push(a);
-            }
-            None => errors.push(format!(
-                "Pod \"{}/{}\": no free address in any enabled IPv4 pool",
+    let enabled = pools.iter().any(|p| !p.disabled && p.cidr.addr().is_ipv4());
+    for w in wanted.iter().filter(|w| w.addresses.is_empty()) {
+        if !enabled {
+            errors.push(format!(
+                "Pod \"{}/{}\": no enabled IPv4 pool to take an address from (add an IPPool to the file)",
                 w.namespace, w.name
-            )),
+            ));
         }
     }
+}
+
+/// Whether a loaded workload stays as it is plumbed (same node, interface and addresses).
+pub(crate) fn same_plumbing(old: &WorkloadState, new: &WorkloadState) -> bool {
+    old.node == new.node && old.interface == new.interface && old.addresses == new.addresses
 }

@@ -94,6 +94,30 @@ impl TestLab {
         serde_json::from_str(&text).expect("lab.json is JSON")
     }
 
+    /// Runs `tabby ipam ARGS... -o json` on the lab's datastore (a file, reachable from
+    /// here) and parses what it prints; the exit status too (`check` fails on findings).
+    #[allow(dead_code, reason = "only some test binaries look at the IPAM")]
+    pub(crate) fn ipam(&self, args: &[&str]) -> (bool, Value) {
+        let url = self.state()["datastore"]
+            .as_str()
+            .expect("datastore")
+            .to_owned();
+        let out = Command::new(TABBY)
+            .args(["--datastore", &url, "ipam"])
+            .args(args)
+            .args(["-o", "json"])
+            .output()
+            .expect("run tabby ipam");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!(
+                "tabby ipam {args:?}: {e}: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.success(), v)
+    }
+
     /// The names of this lab's network namespaces that exist.
     pub(crate) fn namespaces(&self) -> Vec<String> {
         let prefix = format!("tabby-lab-{}.", self.name);

@@ -58,27 +58,33 @@ fn run(state: &LabState, yaml: &str) -> Result<Plan, Vec<String>> {
 }
 
 #[test]
-fn pods_without_a_node_go_round_robin_and_get_the_lowest_free_addresses() {
+fn pods_without_a_node_go_round_robin_and_leave_their_addresses_to_the_ipam() {
     let yaml = format!(
         "{POOL}{}{}{}{}",
         pod("a", ""),
         pod("b", ""),
-        pod("c", ""),
+        pod("c", "status: {podIP: 10.9.0.7}\n"),
         pod("d", "")
     );
     let plan = run(&lab(3), &yaml).expect("plans");
-    let placed: Vec<(String, String, String)> = plan
+    let placed: Vec<(String, String, Vec<String>)> = plan
         .workloads
         .values()
-        .map(|w| (w.key(), w.node.clone(), w.addresses[0].to_string()))
+        .map(|w| {
+            (
+                w.key(),
+                w.node.clone(),
+                w.addresses.iter().map(ToString::to_string).collect(),
+            )
+        })
         .collect();
     assert_eq!(
         placed,
         [
-            ("x/a".into(), "node-1".into(), "10.9.0.1".into()),
-            ("x/b".into(), "node-2".into(), "10.9.0.2".into()),
-            ("x/c".into(), "node-3".into(), "10.9.0.3".into()),
-            ("x/d".into(), "node-1".into(), "10.9.0.4".into()),
+            ("x/a".into(), "node-1".into(), vec![]),
+            ("x/b".into(), "node-2".into(), vec![]),
+            ("x/c".into(), "node-3".into(), vec!["10.9.0.7".into()]),
+            ("x/d".into(), "node-1".into(), vec![]),
         ]
     );
     let a = &plan.workloads["x/a"];
@@ -97,27 +103,48 @@ fn pods_without_a_node_go_round_robin_and_get_the_lowest_free_addresses() {
             },
         ]
     );
-    // The stored pod says where it runs and its address, as a kubelet would report.
-    let Some(Resource::Pod(p)) = plan.resources.iter().find(|r| r.name() == "a") else {
-        panic!("pod a is written");
+    // The stored pod says where it runs; its address is its CNI ADD's to record (a requested
+    // one too: it is the ADD's request, not yet the pod's).
+    let pod_of = |name: &str| match plan.resources.iter().find(|r| r.name() == name) {
+        Some(Resource::Pod(p)) => p.clone(),
+        _ => panic!("pod {name} is written"),
     };
-    assert_eq!(p.spec.node_name.as_deref(), Some("node-1"));
-    assert_eq!(p.status.as_ref().unwrap()["podIP"], "10.9.0.1");
+    assert_eq!(pod_of("a").spec.node_name.as_deref(), Some("node-1"));
+    assert!(pod_of("a").status.is_none());
+    assert!(pod_of("c").status.is_none());
 }
 
 #[test]
-fn a_loaded_workload_keeps_its_node_and_address() {
+fn a_loaded_workload_keeps_its_node_address_and_record() {
     let mut state = lab(2);
     let first = run(&state, &format!("{POOL}{}", pod("a", ""))).expect("plans");
     state.workloads = first.workloads;
-    state.workloads.get_mut("x/a").unwrap().node = "node-2".to_owned();
+    let a = state.workloads.get_mut("x/a").unwrap();
+    a.node = "node-2".to_owned();
+    a.addresses = vec!["10.9.0.64".parse().unwrap()];
     let again = run(&state, &format!("{POOL}{}{}", pod("z", ""), pod("a", ""))).expect("plans");
     let a = &again.workloads["x/a"];
     assert_eq!(
         (a.node.as_str(), a.addresses[0].to_string().as_str()),
-        ("node-2", "10.9.0.1")
+        ("node-2", "10.9.0.64")
     );
-    assert_eq!(again.workloads["x/z"].addresses[0].to_string(), "10.9.0.2");
+    assert!(again.workloads["x/z"].addresses.is_empty());
+    let Some(Resource::Pod(p)) = again.resources.iter().find(|r| r.name() == "a") else {
+        panic!("pod a is written");
+    };
+    assert_eq!(p.status.as_ref().unwrap()["podIP"], "10.9.0.64");
+    assert_eq!(
+        p.metadata.annotations[ANNOTATION_CONTAINER_ID],
+        format!("lab-t-{}", a.interface)
+    );
+    assert_eq!(p.metadata.annotations[ANNOTATION_POD_IPS], "10.9.0.64/32");
+    // Moved to another node, it is remade and the IPAM gives it a new address there.
+    let moved = run(
+        &state,
+        &format!("{POOL}{}", pod("a", "  nodeName: node-1\n")),
+    )
+    .expect("plans");
+    assert!(moved.workloads["x/a"].addresses.is_empty());
 }
 
 #[test]
@@ -184,6 +211,10 @@ fn the_files_pools_come_before_the_datastores() {
         pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
         ["p", "a-default"]
     );
-    let plan = plan(&lab(1), input, &pools).expect("plans");
-    assert_eq!(plan.workloads["x/a"].addresses[0].to_string(), "10.9.0.1");
+    plan(&lab(1), input, &pools).expect("plans");
+    let errors = plan(&lab(1), resources(&pod("b", "")), &[]).unwrap_err();
+    assert!(
+        errors[0].contains("Pod \"x/b\": no enabled IPv4 pool"),
+        "{errors:?}"
+    );
 }
