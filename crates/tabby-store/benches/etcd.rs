@@ -10,7 +10,11 @@
 //!
 //! Knobs (environment): `TABBY_BENCH_WATCHERS` (100), `TABBY_BENCH_CONNECTIONS` (10, stores
 //! the watchers share), `TABBY_BENCH_ENDPOINTS` (10000), `TABBY_BENCH_RATE` (1000 updates/s),
-//! `TABBY_BENCH_SECONDS` (10).
+//! `TABBY_BENCH_SECONDS` (10), `TABBY_BENCH_WRITERS` (64 threads), `TABBY_BENCH_WATCHER_PROCESSES` (10: the watchers run in that
+//! many child processes, one connection each, as agents on separate hosts would; 0 runs them
+//! as threads of the writing process as the first version did), `TABBY_BENCH_WATCHER_NICE`
+//! (10: the children's niceness, so that on a small machine the writers and etcd come first
+//! and the figure is delivery latency, not a starved writer).
 
 #![expect(
     clippy::print_stdout,
@@ -50,7 +54,14 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Set in the watcher child processes.
+const ROLE: &str = "TABBY_BENCH_ROLE";
+
 fn main() {
+    if std::env::var(ROLE).as_deref() == Ok("watchers") {
+        watcher_process();
+        return;
+    }
     let scratch = ScratchDir::new("etcd-bench");
     let base: PathBuf = std::env::var_os("TABBY_BENCH_ETCD_DIR")
         .map_or_else(|| scratch.path().to_owned(), PathBuf::from);
@@ -60,8 +71,143 @@ fn main() {
     } else {
         "disk"
     };
-    cas_writes(&cluster, disk);
+    if knob("TABBY_BENCH_SKIP_CAS", 0) == 0 {
+        cas_writes(&cluster, disk);
+    }
     watch_latency(&cluster, disk);
+}
+
+/// This process's CPU seconds so far.
+fn own_cpu() -> f64 {
+    process_usage(std::process::id()).0
+}
+
+/// A watcher child: `TABBY_BENCH_WATCHERS` watches on one connection to `TABBY_BENCH_URL`
+/// from `TABBY_BENCH_START_REV`; says `ready` once they are open, then, when every watcher
+/// has its `TABBY_BENCH_UPDATES` events (or `TABBY_BENCH_DEADLINE_S` passed), prints its
+/// latency histogram (0.1 ms buckets) and CPU time.
+fn watcher_process() {
+    let watchers = knob("TABBY_BENCH_WATCHERS", 10);
+    let updates = knob("TABBY_BENCH_UPDATES", 0);
+    let start_rev = i64::try_from(knob("TABBY_BENCH_START_REV", 0)).expect("a revision");
+    let deadline = Instant::now() + Duration::from_secs(knob("TABBY_BENCH_DEADLINE_S", 120));
+    let url = std::env::var("TABBY_BENCH_URL").expect("TABBY_BENCH_URL");
+    let store = open(&url);
+    let filter = WatchFilter {
+        kind: Some("WorkloadEndpoint".to_owned()),
+        namespace: None,
+    };
+    let watches: Vec<_> = (0..watchers)
+        .map(|_| store.watch(start_rev, filter.clone()).expect("watch"))
+        .collect();
+    println!("ready");
+    let histogram = Mutex::new(std::collections::BTreeMap::<u64, u64>::new());
+    thread::scope(|scope| {
+        for mut watch in watches {
+            let histogram = &histogram;
+            scope.spawn(move || {
+                let mut mine = std::collections::BTreeMap::<u64, u64>::new();
+                let mut got = 0;
+                while got < updates && Instant::now() < deadline {
+                    let Some(event) = watch.next(Duration::from_millis(200)).expect("watch") else {
+                        continue;
+                    };
+                    let now = now_nanos();
+                    if let Event::Put { entry, .. } = event
+                        && let Some(at) = written_ns(&entry.value)
+                    {
+                        got += 1;
+                        *mine
+                            .entry((now.saturating_sub(at) / 100_000) as u64)
+                            .or_default() += 1;
+                    }
+                }
+                let mut all = histogram.lock().unwrap();
+                for (bucket, n) in mine {
+                    *all.entry(bucket).or_default() += n;
+                }
+            });
+        }
+    });
+    let histogram = histogram.into_inner().unwrap();
+    let buckets: Vec<String> = histogram.iter().map(|(b, n)| format!("{b}:{n}")).collect();
+    println!("cpu {:.3}", own_cpu());
+    println!("histogram {}", buckets.join(" "));
+}
+
+/// Watchers spread over `processes` children: started, waited for until their watches are
+/// open; `run` then churns; the children's histograms (0.1 ms buckets) and CPU seconds.
+fn watch_in_processes(
+    url: &str,
+    start_rev: i64,
+    watchers: u64,
+    processes: u64,
+    updates: u64,
+    run: impl FnOnce(),
+) -> (std::collections::BTreeMap<u64, u64>, f64) {
+    use std::io::BufRead as _;
+    let exe = std::env::current_exe().expect("the bench binary");
+    let nice = knob("TABBY_BENCH_WATCHER_NICE", 10).to_string();
+    let mut children: Vec<_> = (0..processes)
+        .map(|p| {
+            let mine = watchers / processes + u64::from(p < watchers % processes);
+            let mut child = std::process::Command::new("nice")
+                .args(["-n", &nice])
+                .arg(&exe)
+                .env(ROLE, "watchers")
+                .env("TABBY_BENCH_WATCHERS", mine.to_string())
+                .env("TABBY_BENCH_UPDATES", updates.to_string())
+                .env("TABBY_BENCH_START_REV", start_rev.to_string())
+                .env("TABBY_BENCH_URL", url)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("start a watcher process");
+            let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+            assert_eq!(
+                lines.next().and_then(Result::ok).as_deref(),
+                Some("ready"),
+                "a watcher process failed to start"
+            );
+            (child, lines)
+        })
+        .collect();
+    run();
+    let mut histogram = std::collections::BTreeMap::new();
+    let mut cpu = 0.0;
+    for (child, lines) in &mut children {
+        for line in lines.map_while(Result::ok) {
+            if let Some(c) = line.strip_prefix("cpu ") {
+                cpu += c.parse::<f64>().unwrap_or(0.0);
+            } else if let Some(h) = line.strip_prefix("histogram ") {
+                for pair in h.split_whitespace() {
+                    if let Some((b, n)) = pair.split_once(':') {
+                        *histogram
+                            .entry(b.parse::<u64>().expect("bucket"))
+                            .or_default() += n.parse::<u64>().expect("count");
+                    }
+                }
+            }
+        }
+        let _ = child.wait();
+    }
+    (histogram, cpu)
+}
+
+/// The `q` quantile of a 0.1 ms histogram, in milliseconds.
+fn histogram_quantile(histogram: &std::collections::BTreeMap<u64, u64>, q: f64) -> f64 {
+    let total: u64 = histogram.values().sum();
+    if total == 0 {
+        return f64::NAN;
+    }
+    let rank = ((q * total as f64).ceil() as u64).max(1);
+    let mut seen = 0;
+    for (bucket, n) in histogram {
+        seen += n;
+        if seen >= rank {
+            return (*bucket as f64 + 0.5) / 10.0;
+        }
+    }
+    f64::NAN
 }
 
 fn open(url: &str) -> Box<dyn Datastore> {
@@ -192,40 +338,50 @@ fn written_ns(value: &str) -> Option<u128> {
         .ok()
 }
 
-fn watch_latency(cluster: &EtcdCluster, disk: &str) {
-    let watchers = knob("TABBY_BENCH_WATCHERS", 100);
-    let connections = knob("TABBY_BENCH_CONNECTIONS", 10).clamp(1, watchers);
-    let endpoints = knob("TABBY_BENCH_ENDPOINTS", 10_000);
-    let rate = knob("TABBY_BENCH_RATE", 1000);
-    let seconds = knob("TABBY_BENCH_SECONDS", 10);
-    let url = cluster.url("/churn");
-    let writer = open(&url);
+/// Updates on a fixed schedule from `TABBY_BENCH_WRITERS` threads (so that one slow commit
+/// does not hold the rest back); the rate achieved.
+fn churn(writer: &dyn Datastore, updates: u64, rate: u64, endpoints: u64) -> f64 {
+    let next = AtomicU64::new(0);
+    let started = Instant::now();
+    thread::scope(|inner| {
+        for _ in 0..knob("TABBY_BENCH_WRITERS", 64) {
+            inner.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= updates {
+                        return;
+                    }
+                    let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        thread::sleep(wait);
+                    }
+                    let i = (n * 7919) % endpoints;
+                    writer
+                        .commit(&[Op::Put {
+                            key: endpoint_key(i),
+                            value: endpoint_value(i, now_nanos()),
+                        }])
+                        .expect("update");
+                }
+            });
+        }
+    });
+    updates as f64 / started.elapsed().as_secs_f64()
+}
 
-    let loading = Instant::now();
-    let all: Vec<u64> = (0..endpoints).collect();
-    for chunk in all.chunks(100) {
-        let ops: Vec<Op> = chunk
-            .iter()
-            .map(|&i| Op::Put {
-                key: endpoint_key(i),
-                value: endpoint_value(i, 0),
-            })
-            .collect();
-        writer.commit(&ops).expect("preload");
-    }
-    let load_s = loading.elapsed().as_secs_f64();
-
-    let stores: Vec<Arc<dyn Datastore>> = (0..connections).map(|_| Arc::from(open(&url))).collect();
-    let start_rev = writer.revision().expect("revision");
-    let updates = rate * seconds;
+/// The watchers as threads of this process (the first version of this bench).
+fn watch_in_threads(
+    url: &str,
+    start_rev: i64,
+    watchers: u64,
+    connections: u64,
+    updates: u64,
+    run: impl FnOnce(),
+) -> Vec<f64> {
+    let stores: Vec<Arc<dyn Datastore>> = (0..connections).map(|_| Arc::from(open(url))).collect();
     let received = AtomicUsize::new(0);
     let all_latencies = Mutex::new(Vec::with_capacity((updates * watchers) as usize));
     let stop = AtomicBool::new(false);
-    let cpu_before: Vec<(f64, u64)> = (0..3)
-        .map(|i| process_usage(cluster.pid(i).expect("running")))
-        .collect();
-    let churn_started = Instant::now();
-    let mut achieved = 0.0;
     thread::scope(|scope| {
         for w in 0..watchers {
             let store = Arc::clone(&stores[(w % connections) as usize]);
@@ -252,36 +408,7 @@ fn watch_latency(cluster: &EtcdCluster, disk: &str) {
                 all_latencies.lock().unwrap().extend(mine);
             });
         }
-
-        // Writers: updates on a fixed schedule, spread over threads so that one slow commit
-        // does not hold the rest back.
-        let next = AtomicU64::new(0);
-        let writers = 16;
-        thread::scope(|inner| {
-            for _ in 0..writers {
-                inner.spawn(|| {
-                    let store = &writer;
-                    loop {
-                        let n = next.fetch_add(1, Ordering::Relaxed);
-                        if n >= updates {
-                            return;
-                        }
-                        let due = churn_started + Duration::from_secs_f64(n as f64 / rate as f64);
-                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                            thread::sleep(wait);
-                        }
-                        let i = (n * 7919) % endpoints;
-                        store
-                            .commit(&[Op::Put {
-                                key: endpoint_key(i),
-                                value: endpoint_value(i, now_nanos()),
-                            }])
-                            .expect("update");
-                    }
-                });
-            }
-        });
-        achieved = updates as f64 / churn_started.elapsed().as_secs_f64();
+        run();
         // Let the watchers drain, then stop the stragglers.
         let deadline = Instant::now() + Duration::from_secs(30);
         while received.load(Ordering::Relaxed) < (updates * watchers) as usize
@@ -291,6 +418,69 @@ fn watch_latency(cluster: &EtcdCluster, disk: &str) {
         }
         stop.store(true, Ordering::Relaxed);
     });
+    let mut lat = all_latencies.into_inner().unwrap();
+    lat.sort_by(f64::total_cmp);
+    lat
+}
+
+fn watch_latency(cluster: &EtcdCluster, disk: &str) {
+    let watchers = knob("TABBY_BENCH_WATCHERS", 100);
+    let processes = knob("TABBY_BENCH_WATCHER_PROCESSES", 10).min(watchers);
+    let connections = if processes > 0 {
+        processes
+    } else {
+        knob("TABBY_BENCH_CONNECTIONS", 10).clamp(1, watchers)
+    };
+    let endpoints = knob("TABBY_BENCH_ENDPOINTS", 10_000);
+    let rate = knob("TABBY_BENCH_RATE", 1000);
+    let seconds = knob("TABBY_BENCH_SECONDS", 10);
+    let url = cluster.url("/churn");
+    let writer = open(&url);
+
+    let loading = Instant::now();
+    let all: Vec<u64> = (0..endpoints).collect();
+    for chunk in all.chunks(100) {
+        let ops: Vec<Op> = chunk
+            .iter()
+            .map(|&i| Op::Put {
+                key: endpoint_key(i),
+                value: endpoint_value(i, 0),
+            })
+            .collect();
+        writer.commit(&ops).expect("preload");
+    }
+    let load_s = loading.elapsed().as_secs_f64();
+
+    let start_rev = writer.revision().expect("revision");
+    let updates = rate * seconds;
+    let cpu_before: Vec<(f64, u64)> = (0..3)
+        .map(|i| process_usage(cluster.pid(i).expect("running")))
+        .collect();
+    let writer_cpu_before = own_cpu();
+    let mut achieved = 0.0;
+    let mut churn_started = Instant::now();
+    let run = || {
+        churn_started = Instant::now();
+        achieved = churn(&*writer, updates, rate, endpoints);
+    };
+    let (delivered, p50, p99, watcher_cpu) = if processes > 0 {
+        let (histogram, cpu) =
+            watch_in_processes(&url, start_rev, watchers, processes, updates, run);
+        (
+            histogram.values().sum::<u64>() as usize,
+            histogram_quantile(&histogram, 0.5),
+            histogram_quantile(&histogram, 0.99),
+            Some(cpu),
+        )
+    } else {
+        let lat = watch_in_threads(&url, start_rev, watchers, connections, updates, run);
+        (
+            lat.len(),
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            None,
+        )
+    };
     let elapsed = churn_started.elapsed().as_secs_f64();
     let usage: Vec<(f64, u64)> = (0..3)
         .map(|i| process_usage(cluster.pid(i).expect("running")))
@@ -301,15 +491,14 @@ fn watch_latency(cluster: &EtcdCluster, disk: &str) {
         .map(|(after, before)| format!("{:.2}", (after.0 - before.0) / elapsed))
         .collect();
     let rss: Vec<String> = usage.iter().map(|u| (u.1 / 1024).to_string()).collect();
-    let mut lat = all_latencies.into_inner().unwrap();
-    lat.sort_by(f64::total_cmp);
+    // In-process watchers share this process's CPU with the writers.
+    let writer_cpu = (own_cpu() - writer_cpu_before) / elapsed;
     println!(
-        "{{\"bench\":\"etcd_watch_latency\",\"members\":3,\"data\":\"{disk}\",\"watchers\":{watchers},\"connections\":{connections},\"endpoints\":{endpoints},\"preload_s\":{load_s:.1},\"target_updates_per_s\":{rate},\"achieved_updates_per_s\":{achieved:.0},\"events_delivered\":{},\"events_expected\":{},\"latency_ms_p50\":{:.1},\"latency_ms_p99\":{:.1},\"etcd_cpu_cores\":[{}],\"etcd_rss_mib\":[{}]}}",
-        lat.len(),
+        "{{\"bench\":\"etcd_watch_latency\",\"members\":3,\"data\":\"{disk}\",\"watchers\":{watchers},\"watcher_processes\":{processes},\"writer_threads\":{},\"connections\":{connections},\"endpoints\":{endpoints},\"preload_s\":{load_s:.1},\"target_updates_per_s\":{rate},\"achieved_updates_per_s\":{achieved:.0},\"events_delivered\":{delivered},\"events_expected\":{},\"latency_ms_p50\":{p50:.1},\"latency_ms_p99\":{p99:.1},\"etcd_cpu_cores\":[{}],\"etcd_rss_mib\":[{}],\"writer_process_cpu_cores\":{writer_cpu:.2},\"watcher_processes_cpu_cores\":{},\"seconds\":{elapsed:.1}}}",
+        knob("TABBY_BENCH_WRITERS", 64),
         updates * watchers,
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
         cpu.join(","),
         rss.join(","),
+        watcher_cpu.map_or_else(|| "null".to_owned(), |c| format!("{:.2}", c / elapsed)),
     );
 }

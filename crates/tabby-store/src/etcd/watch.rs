@@ -5,16 +5,22 @@
 //! leader) the task opens a new one from the revision after the last it delivered, so the
 //! consumer sees neither a gap nor a repeat. If that history was compacted meanwhile the
 //! consumer gets [`StoreError::Compacted`] and re-lists.
+//!
+//! Each event's previous state comes from a copy of the watched range the task keeps (read
+//! once at the start revision), not from etcd's `prev_kv`: etcd answers `prev_kv` with a
+//! read per event per watch, and with 100 watches those reads held the members' writes to a
+//! tenth of their rate (docs/benchmarks.md, "Datastore: etcd").
 
+use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{EventType, KvClient, WatchClient, WatchOptions};
+use etcd_client::{EventType, GetOptions, KvClient, WatchClient, WatchOptions};
 use tracing::debug;
 
 use super::keys::{self, Layout, prefix_end};
-use super::{Shared, backend, to_entry};
+use super::{PAGE, Shared, backend, to_entry};
 use crate::{Event, Revision, StoreError, Watch, WatchFilter};
 
 /// The longest pause between reconnection attempts.
@@ -68,6 +74,8 @@ impl EtcdWatch {
             location: shared.location.clone(),
             filter,
             last: after,
+            state: HashMap::new(),
+            loaded: false,
             tx,
         };
         let handle = shared.handle().spawn(task.run(compacted)).abort_handle();
@@ -133,6 +141,10 @@ struct Task {
     filter: WatchFilter,
     /// The revision of the last change delivered (or the watch's start).
     last: Revision,
+    /// The objects in the watched range at `last`, by etcd key: each event's previous state.
+    state: HashMap<Vec<u8>, crate::Entry>,
+    /// Whether `state` was read.
+    loaded: bool,
     tx: Sender<Item>,
     outage: Outage,
 }
@@ -178,10 +190,12 @@ impl Task {
         if self.last < compacted {
             return Err(self.compacted(compacted));
         }
+        if !self.loaded && !self.load().await? {
+            return Ok(false);
+        }
         let options = WatchOptions::new()
             .with_range(prefix_end(&self.range))
             .with_start_revision(self.last + 1)
-            .with_prev_key()
             .with_progress_notify();
         let mut stream = match self.watch.watch(self.range.clone(), Some(options)).await {
             Ok(stream) => stream,
@@ -226,13 +240,14 @@ impl Task {
                 continue;
             }
             for event in resp.events() {
+                // Already delivered (and in `state`) before the stream broke.
+                if event.kv().is_none_or(|kv| kv.mod_revision() <= floor) {
+                    continue;
+                }
                 let Some(event) = self.convert(event)? else {
                     continue;
                 };
                 let revision = event.revision();
-                if revision <= floor {
-                    continue;
-                }
                 if self.filter.matches(event.key()) && self.tx.send(Ok(event)).is_err() {
                     return Err(Stop::Dropped);
                 }
@@ -240,6 +255,53 @@ impl Task {
                 delivered = true;
             }
         }
+    }
+
+    /// Reads the watched range as it was at `last` into `state`; `Ok(false)` when etcd
+    /// cannot be reached (the caller retries).
+    async fn load(&mut self) -> Result<bool, Stop> {
+        let mut state = HashMap::new();
+        if self.last > 0 {
+            let end = prefix_end(&self.range);
+            let mut start = self.range.clone().into_bytes();
+            loop {
+                let options = GetOptions::new()
+                    .with_range(end.clone())
+                    .with_limit(PAGE)
+                    .with_revision(self.last);
+                let resp = match self.kv.clone().get(start.clone(), Some(options)).await {
+                    Ok(resp) => resp,
+                    Err(err)
+                        if err
+                            .to_string()
+                            .contains("required revision has been compacted") =>
+                    {
+                        let ours = self.read_compacted().await.unwrap_or(0);
+                        return Err(self.compacted(ours.max(self.last)));
+                    }
+                    Err(err) => {
+                        debug!(location = %self.location, error = %err, "etcd unreachable, the watch retries");
+                        self.set_outage(Some(backend(&self.location, &err)));
+                        return Ok(false);
+                    }
+                };
+                for kv in resp.kvs() {
+                    if let Some(entry) = self.entry(kv)? {
+                        state.insert(kv.key().to_vec(), entry);
+                    }
+                }
+                match resp.kvs().last() {
+                    Some(last) if resp.more() => {
+                        start = last.key().to_vec();
+                        start.push(0);
+                    }
+                    _ => break,
+                }
+            }
+        }
+        self.state = state;
+        self.loaded = true;
+        Ok(true)
     }
 
     async fn read_compacted(&self) -> Result<Revision, etcd_client::Error> {
@@ -261,31 +323,31 @@ impl Task {
     }
 
     /// Our event for an etcd event, `None` for a key that is not an object of ours.
-    fn convert(&self, event: &etcd_client::Event) -> Result<Option<Event>, Stop> {
+    /// Our event for an etcd event (`None` for a key that is not an object of ours), its
+    /// previous state from `state`, which it updates.
+    fn convert(&mut self, event: &etcd_client::Event) -> Result<Option<Event>, Stop> {
         let Some(kv) = event.kv() else {
             return Ok(None);
         };
         let Some(key) = self.layout.parse(kv.key()) else {
             return Ok(None);
         };
-        let prev = match event.prev_kv() {
-            Some(prev) => self.entry(prev)?,
-            None => None,
-        };
         let revision = kv.mod_revision();
         match event.event_type() {
             EventType::Put => {
-                // An update whose previous state etcd could not send was compacted away.
-                if prev.is_none() && kv.version() > 1 {
-                    return Err(self.compacted(revision - 1));
-                }
                 let Some(entry) = self.entry(kv)? else {
                     return Ok(None);
                 };
+                let prev = self.state.insert(kv.key().to_vec(), entry.clone());
+                // An update of an object the copy lacks: the copy cannot be trusted, so the
+                // consumer re-lists, as after a compaction.
+                if prev.is_none() && kv.version() > 1 {
+                    return Err(self.compacted(revision - 1));
+                }
                 Ok(Some(Event::Put { entry, prev }))
             }
             EventType::Delete => {
-                let Some(prev) = prev else {
+                let Some(prev) = self.state.remove(kv.key()) else {
                     return Err(self.compacted(revision - 1));
                 };
                 Ok(Some(Event::Delete {
