@@ -8,6 +8,7 @@ use tabby_dataplane::netns::{self, NETNS_DIR};
 
 use crate::fabric::lab_namespaces;
 use crate::state::StateFile;
+use crate::tor;
 use crate::{LabConfig, LabError, process, validate_lab_name};
 
 /// What `down` removed.
@@ -40,6 +41,7 @@ pub fn down(config: &LabConfig, name: &str) -> Result<DownReport, LabError> {
         .collect();
     let pids = process::processes_in(&ids);
     process::stop_all(&pids);
+    tor::cleanup(name);
     let mut report = DownReport {
         processes: pids.len(),
         ..DownReport::default()

@@ -17,7 +17,9 @@ use tabby_store::etcd::server::{ClusterSpec, EtcdCluster};
 
 use crate::agent_http::{self, AGENT_HTTP};
 use crate::names::{netns_name, netns_prefix, node_name};
+use crate::routing;
 use crate::state::{LabState, NodeState, StateFile};
+use crate::tor::{self, TOR_AS, TOR_HOST, TorState};
 use crate::{Lab, LabConfig, LabError, MAX_NODES, UpOptions, down, process, validate_lab_name};
 
 /// The fabric's bridge, inside the fabric namespace.
@@ -49,6 +51,7 @@ pub(crate) fn up(config: &LabConfig, opts: &UpOptions) -> Result<Lab, LabError> 
             opts.nodes
         )]));
     }
+    routing::check(opts)?;
     let leftovers = lab_namespaces(&opts.name);
     if !leftovers.is_empty() {
         return Err(LabError::Exists {
@@ -106,6 +109,15 @@ fn build(config: &LabConfig, opts: &UpOptions, file: &StateFile) -> Result<LabSt
         datastore_netns: in_lab_etcd.then(|| fabric_netns.clone()),
         fabric_netns,
         gateway: fabric_addr(1),
+        routing: opts.routing,
+        route_reflectors: opts.route_reflectors,
+        tor: opts.tor.map(|daemon| TorState {
+            daemon,
+            netns: netns_name(&opts.name, "tor"),
+            address: fabric_addr(TOR_HOST),
+            asn: TOR_AS,
+            log: dir.join("tor.log"),
+        }),
         nodes: Vec::new(),
         workloads: BTreeMap::new(),
         loaded: BTreeSet::new(),
@@ -128,13 +140,17 @@ fn build(config: &LabConfig, opts: &UpOptions, file: &StateFile) -> Result<LabSt
         file.save(&state)?;
     }
     write_resources(&state)?;
+    if let Some(t) = &state.tor {
+        tor::start(config, &state.name, t, &state.nodes, dir)?;
+    }
     for i in 0..state.nodes.len() {
         let pid = start_agent(config, &state, &state.nodes[i], dir)?;
         state.nodes[i].agent_pid = pid;
         file.save(&state)?;
     }
     agent_http::wait_ready(&state.nodes, AGENT_READY)?;
-    tracing::info!(lab = %state.name, nodes = state.nodes.len(), "lab up");
+    routing::wait_sessions(&state, AGENT_READY)?;
+    tracing::info!(lab = %state.name, nodes = state.nodes.len(), routing = %state.routing, "lab up");
     Ok(state)
 }
 
@@ -181,16 +197,15 @@ pub(crate) fn open_store(state: &LabState) -> Result<Box<dyn tabby_store::Datast
 }
 
 /// The nodes as Node resources (addresses on the fabric, which is how agents route to each
-/// other's workloads), and a default pool when the datastore has none.
+/// other's workloads), the BGP resources under BGP, and a default pool when the datastore has
+/// none.
 fn write_resources(state: &LabState) -> Result<(), LabError> {
     let client = Client::new(open_store(state)?);
     let mut text = String::new();
-    for node in &state.nodes {
-        text.push_str(&format!(
-            "---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: {}}}\nspec:\n  addresses: [{{address: {}/{FABRIC_PREFIX}, type: InternalIP}}]\n",
-            node.name, node.address
-        ));
+    for i in 0..state.nodes.len() {
+        text.push_str(&routing::node_yaml(state, i, FABRIC_PREFIX));
     }
+    text.push_str(&routing::cluster_yaml(state));
     if client.list(Kind::IpPool, None)?.is_empty() {
         text.push_str("---\n");
         text.push_str(DEFAULT_POOL);
@@ -226,6 +241,21 @@ fn make_namespaces(state: &LabState) -> Result<(), LabError> {
     for node in &state.nodes {
         netns::create(&node.netns)?;
     }
+    if let Some(t) = &state.tor {
+        netns::create(&t.netns)?;
+    }
+    // The router is one more host on the fabric, outside the cluster.
+    let hosts: Vec<(&str, &str, Ipv4Addr)> = state
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.netns.as_str(), n.address))
+        .chain(
+            state
+                .tor
+                .iter()
+                .map(|t| ("tor", t.netns.as_str(), t.address)),
+        )
+        .collect();
     let rt = runtime()?;
     rt.block_on(async {
         let fabric_path = ns_path(&state.fabric_netns);
@@ -249,20 +279,20 @@ fn make_namespaces(state: &LabState) -> Result<(), LabError> {
             .set_up(BRIDGE)
             .await
             .map_err(LabError::netlink("fabric bridge"))?;
-        for node in &state.nodes {
-            let ctx = |what: &str| format!("{} {what}", node.name);
-            let node_path = ns_path(&node.netns);
-            let peer = format!("up-{}", node.name);
+        for &(name, netns, address) in &hosts {
+            let ctx = |what: &str| format!("{name} {what}");
+            let node_path = ns_path(netns);
+            let peer = format!("up-{name}");
             fabric
-                .add_veth(&node.name, &peer, Some(&node_path))
+                .add_veth(name, &peer, Some(&node_path))
                 .await
                 .map_err(LabError::netlink(ctx("uplink")))?;
             fabric
-                .set_master(&node.name, BRIDGE)
+                .set_master(name, BRIDGE)
                 .await
                 .map_err(LabError::netlink(ctx("uplink")))?;
             fabric
-                .set_up(&node.name)
+                .set_up(name)
                 .await
                 .map_err(LabError::netlink(ctx("uplink")))?;
             let host =
@@ -278,7 +308,7 @@ fn make_namespaces(state: &LabState) -> Result<(), LabError> {
                 .map_err(LabError::netlink(ctx("eth0")))?;
             host.add_address(
                 "eth0",
-                IpNet::V4(Ipv4Net::new_assert(node.address, FABRIC_PREFIX)),
+                IpNet::V4(Ipv4Net::new_assert(address, FABRIC_PREFIX)),
             )
             .await
             .map_err(LabError::netlink(ctx("eth0 address")))?;
@@ -291,6 +321,18 @@ fn make_namespaces(state: &LabState) -> Result<(), LabError> {
             sysctls.write(key, "1")?;
         }
         default_route(&node.netns, state.gateway)?;
+    }
+    if let Some(t) = &state.tor {
+        // The agents advertise routes learned from other nodes to the router with themselves
+        // as next hop (BIRD keeps the originating node, a third-party next hop on a shared
+        // subnet), so the router may send a workload's traffic to the wrong node; that node's
+        // ICMP redirect then sends it to the right one, also for the rest of the connection,
+        // which the wrong node's conntrack would drop as invalid.
+        let sysctls = NetnsSysctls(ns_path(&t.netns));
+        for iface in ["all", "eth0"] {
+            sysctls.write(&format!("net/ipv4/conf/{iface}/accept_redirects"), "1")?;
+            sysctls.write(&format!("net/ipv4/conf/{iface}/secure_redirects"), "0")?;
+        }
     }
     Ok(())
 }
@@ -340,6 +382,8 @@ pub(crate) fn start_agent(
             &node.name,
             "--metrics-addr",
             AGENT_HTTP,
+            "--routing",
+            state.routing.as_str(),
         ])
         .arg("--lock-dir")
         .arg(dir)

@@ -22,8 +22,12 @@
 //! (on the bridge's address), reachable from every node; the lab's own commands open it from
 //! inside the fabric.
 //!
-//! Agents run routing by the datastore (nodes on one L2 segment): each programs routes to the
-//! other nodes' workloads through those nodes' fabric addresses, from their Node resources.
+//! Agents learn where other nodes' workloads are over BGP by default (`--routing bgp`): each
+//! Node gets `spec.bgp` with its fabric address and the agents peer in Calico's full iBGP mesh
+//! on AS 64512, or with the first K nodes as route reflectors; a top-of-rack router
+//! (`tabby-lab-<lab>.tor`, BIRD, GoBGP or FRR on AS 65000) can peer with every node over eBGP.
+//! With `--routing datastore` each agent programs routes through the other nodes' fabric
+//! addresses from their Node resources instead (nodes on one L2 segment).
 //!
 //! Workloads get their addresses from the file (`status.podIP`) or from the first enabled IPv4
 //! pool; until tabby's block IPAM lands the lab picks the lowest free address itself.
@@ -36,8 +40,10 @@ mod load;
 mod names;
 mod probe;
 mod process;
+mod routing;
 mod serve;
 mod state;
+mod tor;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,8 +54,10 @@ pub use crate::error::LabError;
 pub use crate::load::{LoadOptions, LoadReport};
 pub use crate::names::{netns_name, validate_lab_name};
 pub use crate::probe::{ProbeProtocol, ProbeSpec, RealMatrix, sctp_supported};
+pub use crate::routing::{CLUSTER_AS, Routing};
 pub use crate::serve::{ServePort, serve};
 pub use crate::state::{LabState, NodeState, WorkloadKind, WorkloadState};
+pub use crate::tor::{TOR_AS, TorDaemon, TorState, gobgp_fib};
 
 use crate::state::StateFile;
 
@@ -87,6 +95,12 @@ pub struct UpOptions {
     /// The datastore URL; `None`: a SQLite file in the lab's folder; `etcd`: a 3-member etcd
     /// cluster inside the lab (on the fabric).
     pub datastore: Option<String>,
+    /// Who programs routes to other nodes' workloads.
+    pub routing: Routing,
+    /// Under BGP, the first K nodes become route reflectors and the mesh is off (0: mesh).
+    pub route_reflectors: usize,
+    /// Under BGP, a top-of-rack router running this daemon, peering with every node.
+    pub tor: Option<TorDaemon>,
 }
 
 /// How a lab's processes are doing.
@@ -96,6 +110,8 @@ pub struct Health {
     pub nodes: Vec<NodeHealth>,
     /// Per workload (`namespace/name`): whether its server runs (true when it has none).
     pub servers: BTreeMap<String, bool>,
+    /// The top-of-rack router, if any: how many processes (its daemons) run in it.
+    pub tor_processes: Option<usize>,
 }
 
 /// How one node's agent is doing.
@@ -230,14 +246,21 @@ impl Lab {
                     (w.key(), up)
                 })
                 .collect(),
+            tor_processes: self.state.tor.as_ref().map(|t| {
+                ns(&t.netns).map_or(0, |id| {
+                    process::processes_in(&[id].into_iter().collect()).len()
+                })
+            }),
         }
     }
 
-    /// The namespace file of a node (`node-1`) or workload (`ns/pod`, or a pod name that is
-    /// unique in the lab), for running commands inside it.
+    /// The namespace file of a node (`node-1`), the top-of-rack router (`tor`) or a workload
+    /// (`ns/pod`, or a pod name that is unique in the lab), for running commands inside it.
     pub fn netns_of(&self, target: &str) -> Result<PathBuf, LabError> {
         let netns = if let Some(n) = self.state.nodes.iter().find(|n| n.name == target) {
             &n.netns
+        } else if let Some(t) = self.state.tor.as_ref().filter(|_| target == "tor") {
+            &t.netns
         } else {
             &self.state.workload(target)?.netns
         };

@@ -207,6 +207,8 @@ impl Lab {
             .map_err(LabError::store(&self.state.datastore))?;
         if let Some(timeout) = opts.wait {
             agent_http::wait_programmed(&self.state.nodes, report.revision, timeout)?;
+            // Under BGP the routes to other nodes' workloads come later, over the sessions.
+            self.wait_routes(timeout)?;
         }
         Ok(report)
     }

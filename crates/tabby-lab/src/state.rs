@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::routing::Routing;
+use crate::tor::TorState;
 use crate::{LabError, ServePort};
 
 /// Everything a lab is made of.
@@ -24,6 +26,15 @@ pub struct LabState {
     pub fabric_netns: String,
     /// The fabric's gateway address (the bridge's), every node's default route.
     pub gateway: Ipv4Addr,
+    /// Who programs routes to other nodes' workloads (labs from before BGP: the datastore).
+    #[serde(default)]
+    pub routing: Routing,
+    /// Under BGP: how many of the first nodes are route reflectors (0: full mesh).
+    #[serde(default)]
+    pub route_reflectors: usize,
+    /// The top-of-rack router, if the lab has one.
+    #[serde(default)]
+    pub tor: Option<TorState>,
     /// The nodes, in order.
     pub nodes: Vec<NodeState>,
     /// Workloads by `namespace/name`.

@@ -248,11 +248,25 @@ tabby-lab-LAB.fabric (172.30.0.0/24); nothing is made in this machine's own netw
 gets its own SQLite datastore under /run/tabby/lab/LAB (TABBY_LAB_DIR moves it) unless
 --datastore names one; `--datastore etcd` runs a 3-member etcd cluster inside the lab (in the
 fabric namespace, on 172.30.0.1). The Node resources and, when the datastore has no pool,
-Calico's default pool are written to it. Agents route to each other's workloads by the datastore.
+Calico's default pool are written to it.
+
+Routing (--routing): `bgp` (the default) gives every Node spec.bgp with its fabric address and
+a BGPConfiguration (AS 64512, node-to-node mesh on); the agents peer in a full iBGP mesh and
+program the routes they learn (proto 116). `--route-reflectors K` makes the first K nodes route
+reflectors (routeReflectorClusterID 244.0.0.1, label route-reflector=true), turns the mesh off
+and adds a BGPPeer so that the other nodes peer only with them. `--tor bird|gobgp|frr` adds a
+top-of-rack router (tabby-lab-LAB.tor, 172.30.0.254, AS 65000) running that daemon, which every
+node peers with over eBGP (a global BGPPeer); it installs the workload routes in its kernel, so
+`tabby lab exec tor -- ...` reaches workloads from outside the cluster. `datastore`: agents
+program routes to each other's workloads from the Node resources and run no BGP.
+`lab up` returns once every agent is ready and every BGP session is Established.
 
 Examples:
-  tabby lab up                              three nodes, lab \"demo\"
+  tabby lab up                              three nodes, lab \"demo\", iBGP mesh
   tabby lab up --name big --nodes 5
+  tabby lab up --name rr --nodes 4 --route-reflectors 1
+  tabby lab up --name dc --tor bird         a BIRD top-of-rack router peering with every node
+  tabby lab up --name flat --routing datastore
   tabby lab up --name shared --datastore sqlite:/tmp/lab.db
   tabby lab up --name ha --datastore etcd      the lab's own 3-member etcd cluster")]
     Up {
@@ -261,6 +275,8 @@ Examples:
         /// How many hosts.
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        #[command(flatten)]
+        routing: LabRoutingArgs,
     },
     /// Load namespaces, pods or workload endpoints, policies and pools into a lab.
     #[command(after_help = "\
@@ -323,22 +339,28 @@ Example:
         #[command(flatten)]
         probe: LabProbeArgs,
     },
-    /// Show a lab's nodes (agent running and ready?) and workloads.
+    /// Show a lab's nodes (agent running and ready?), their BGP peers and the workloads.
+    #[command(after_help = "\
+Under BGP every node's peers are listed as `tabby node status` shows them (from the agent's
+/status): address, AS, type, state, time in state, prefixes received and advertised.")]
     Status {
         #[command(flatten)]
         lab: LabName,
     },
     /// Run a command inside a workload's (or a node's) network namespace.
     #[command(after_help = "\
-TARGET is namespace/pod, a pod name that is unique in the lab, or a node name.
+TARGET is namespace/pod, a pod name that is unique in the lab, a node name, or `tor` (the
+top-of-rack router of a lab made with --tor: outside the cluster, on the fabric).
 
 Examples:
   tabby lab exec web/frontend -- ip addr
-  tabby lab exec node-1 -- nft list table inet tabby")]
+  tabby lab exec node-1 -- nft list table inet tabby
+  tabby lab exec node-1 -- ip route show proto 116     routes learned over BGP
+  tabby lab exec tor -- ip route                       what the top-of-rack router learned")]
     Exec {
         #[command(flatten)]
         lab: LabName,
-        /// namespace/pod, pod or node-N.
+        /// namespace/pod, pod, node-N or tor.
         target: String,
         /// The command and its arguments (after --).
         #[arg(last = true, required = true, value_name = "CMD")]
@@ -352,14 +374,25 @@ Examples:
     /// Bring up three hosts with a small application and its policies, and show who can
     /// reach whom and why.
     #[command(after_help = "\
-The application is examples/lab/demo.yaml. The lab stays up afterwards for you to explore
+The application is examples/lab/demo.yaml. The hosts peer over BGP (as `lab up`; --routing,
+--route-reflectors and --tor as there). The lab stays up afterwards for you to explore
 (`tabby lab matrix`, `tabby lab exec`); `tabby lab down` removes it, or pass --rm.")]
     Demo {
         #[command(flatten)]
         lab: LabName,
+        #[command(flatten)]
+        routing: LabRoutingArgs,
         /// Remove the lab at the end.
         #[arg(long)]
         rm: bool,
+    },
+    /// Installs GoBGP's best routes in the kernel (run by the lab inside a GoBGP top-of-rack
+    /// router; not for people).
+    #[command(hide = true)]
+    GobgpFib {
+        /// gobgpd's API address.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        api: String,
     },
     /// A workload's server (run by the lab inside the workload; not for people).
     #[command(hide = true)]
@@ -371,6 +404,20 @@ The application is examples/lab/demo.yaml. The lab stays up afterwards for you t
         #[arg(long = "port", value_name = "PROTOCOL/PORT")]
         ports: Vec<String>,
     },
+}
+
+/// How a lab's nodes learn routes to each other's workloads.
+#[derive(Debug, Args)]
+pub(crate) struct LabRoutingArgs {
+    /// bgp (agents peer and program learned routes) or datastore (routes from the Nodes).
+    #[arg(long, value_name = "MODE", default_value = "bgp")]
+    pub(crate) routing: String,
+    /// Under BGP: the first K nodes are route reflectors and the mesh is off.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub(crate) route_reflectors: usize,
+    /// Under BGP: a top-of-rack router running bird, gobgp or frr, peering with every node.
+    #[arg(long, value_name = "DAEMON")]
+    pub(crate) tor: Option<String>,
 }
 
 /// What a lab probe sends.

@@ -12,7 +12,7 @@ use tabby_lab::{
 };
 use tabby_model::Resource;
 
-use crate::cli::{LabCommand, LabProbeArgs, MatrixOutput};
+use crate::cli::{LabCommand, LabProbeArgs, LabRoutingArgs, MatrixOutput};
 use crate::output::{self, note, out};
 use crate::policy;
 use crate::resources::load_inputs;
@@ -24,21 +24,22 @@ pub(crate) fn run(datastore: Option<&str>, cmd: &LabCommand) -> Result<ExitCode>
     if let LabCommand::Serve { workload, ports } = cmd {
         return serve(workload, ports);
     }
+    if let LabCommand::GobgpFib { api } = cmd {
+        tabby_lab::gobgp_fib(api)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if !std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
         bail!("tabby lab needs root: it makes network namespaces, links and nftables tables");
     }
     let exe = std::env::current_exe().context("cannot find the tabby binary itself")?;
     let config = LabConfig::new(exe);
     match cmd {
-        LabCommand::Up { lab, nodes } => {
-            let lab = Lab::up(
-                &config,
-                &UpOptions {
-                    name: lab.name.clone(),
-                    nodes: *nodes,
-                    datastore: datastore.map(str::to_owned),
-                },
-            )?;
+        LabCommand::Up {
+            lab,
+            nodes,
+            routing,
+        } => {
+            let lab = Lab::up(&config, &up_options(&lab.name, *nodes, datastore, routing)?)?;
             out(&up_summary(&lab))?;
         }
         LabCommand::Load {
@@ -113,10 +114,29 @@ pub(crate) fn run(datastore: Option<&str>, cmd: &LabCommand) -> Result<ExitCode>
                 ))?;
             }
         }
-        LabCommand::Demo { lab, rm } => demo(&config, &lab.name, datastore, *rm)?,
-        LabCommand::Serve { .. } => unreachable!("handled above"),
+        LabCommand::Demo { lab, routing, rm } => {
+            let opts = up_options(&lab.name, 3, datastore, routing)?;
+            demo(&config, &opts, *rm)?;
+        }
+        LabCommand::Serve { .. } | LabCommand::GobgpFib { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn up_options(
+    name: &str,
+    nodes: usize,
+    datastore: Option<&str>,
+    args: &LabRoutingArgs,
+) -> Result<UpOptions> {
+    Ok(UpOptions {
+        name: name.to_owned(),
+        nodes,
+        datastore: datastore.map(str::to_owned),
+        routing: args.routing.parse()?,
+        route_reflectors: args.route_reflectors,
+        tor: args.tor.as_deref().map(str::parse).transpose()?,
+    })
 }
 
 fn serve(workload: &str, ports: &[String]) -> Result<ExitCode> {
@@ -177,10 +197,11 @@ fn report_anomalies(m: &RealMatrix) {
 fn up_summary(lab: &Lab) -> String {
     let s = lab.state();
     let mut text = format!(
-        "lab {:?} is up: {} nodes on 172.30.0.0/24, datastore {}\n",
+        "lab {:?} is up: {} nodes on 172.30.0.0/24, datastore {}, routing by {}\n",
         s.name,
         s.nodes.len(),
-        s.datastore
+        s.datastore,
+        routing_summary(s)
     );
     for n in &s.nodes {
         text.push_str(&format!(
@@ -201,6 +222,28 @@ fn up_summary(lab: &Lab) -> String {
         "next: tabby lab load --name {} -f FILE   (examples/lab/demo.yaml is one)\n",
         s.name
     ));
+    text
+}
+
+/// `datastore`, `BGP (iBGP mesh, AS 64512)`, `BGP (2 route reflectors, AS 64512)`, plus the
+/// top-of-rack router.
+fn routing_summary(s: &tabby_lab::LabState) -> String {
+    if s.routing == tabby_lab::Routing::Datastore {
+        return "datastore".to_owned();
+    }
+    let mut text = if s.route_reflectors == 0 {
+        format!("BGP (iBGP mesh, AS {})", tabby_lab::CLUSTER_AS)
+    } else {
+        format!(
+            "BGP ({} route reflector{}, AS {})",
+            s.route_reflectors,
+            if s.route_reflectors == 1 { "" } else { "s" },
+            tabby_lab::CLUSTER_AS
+        )
+    };
+    if let Some(tor) = &s.tor {
+        text.push_str(&format!(", top-of-rack router {tor}"));
+    }
     text
 }
 
@@ -339,12 +382,41 @@ fn status(lab: &Lab) -> String {
             ]
         })
         .collect();
-    let mut text = format!("lab {:?}, datastore {}\n\n", s.name, s.datastore);
+    let mut text = format!(
+        "lab {:?}, datastore {}, routing by {}\n\n",
+        s.name,
+        s.datastore,
+        routing_summary(s)
+    );
     text.push_str(&output::table(
         &["NODE", "ADDRESS", "AGENT", "LOG"].map(str::to_owned),
         &node_rows,
     ));
     text.push('\n');
+    if s.routing == tabby_lab::Routing::Bgp {
+        for (node, body) in lab.agent_status() {
+            let shown = body
+                .as_deref()
+                .and_then(|b| serde_json::from_str::<tabby_node::NodeStatus>(b).ok())
+                .map_or_else(
+                    || format!("node {node}: the agent does not answer /status\n"),
+                    |st| crate::node::render(&st),
+                );
+            text.push_str(&shown);
+            text.push('\n');
+        }
+    }
+    if let (Some(tor), Some(n)) = (&s.tor, health.tor_processes) {
+        text.push_str(&format!(
+            "top-of-rack router: {tor}, {} (tabby lab exec --name {} tor -- ip route)\n\n",
+            if n == 0 {
+                "its daemon is not running".to_owned()
+            } else {
+                format!("{n} processes running")
+            },
+            s.name
+        ));
+    }
     if workload_rows.is_empty() {
         text.push_str("no workloads yet (tabby lab load)\n");
     } else {
@@ -364,16 +436,19 @@ fn status(lab: &Lab) -> String {
     text
 }
 
-fn demo(config: &LabConfig, name: &str, datastore: Option<&str>, rm: bool) -> Result<()> {
-    out(&format!("== tabby lab up --name {name} --nodes 3\n"))?;
-    let lab = match Lab::up(
-        config,
-        &UpOptions {
-            name: name.to_owned(),
-            nodes: 3,
-            datastore: datastore.map(str::to_owned),
-        },
-    ) {
+fn demo(config: &LabConfig, opts: &UpOptions, rm: bool) -> Result<()> {
+    let name = opts.name.as_str();
+    let mut flags = format!("--routing {}", opts.routing);
+    if opts.route_reflectors > 0 {
+        flags.push_str(&format!(" --route-reflectors {}", opts.route_reflectors));
+    }
+    if let Some(tor) = opts.tor {
+        flags.push_str(&format!(" --tor {tor}"));
+    }
+    out(&format!(
+        "== tabby lab up --name {name} --nodes 3 {flags}\n"
+    ))?;
+    let lab = match Lab::up(config, opts) {
         Ok(lab) => lab,
         Err(err @ LabError::Exists { .. }) => return Err(err.into()),
         Err(err) => return Err(err).context("bringing the demo lab up"),
@@ -389,7 +464,7 @@ fn demo(config: &LabConfig, name: &str, datastore: Option<&str>, rm: bool) -> Re
         ))?;
     } else if shown.is_ok() {
         out(&format!(
-            "\nThe lab stays up. Try:\n  tabby lab status --name {name}\n  tabby lab matrix --name {name} --port 8080\n  tabby lab exec --name {name} node-1 -- nft list table inet tabby\n  tabby lab down --name {name}          removes everything\n"
+            "\nThe lab stays up. Try:\n  tabby lab status --name {name}\n  tabby lab matrix --name {name} --port 8080\n  tabby lab exec --name {name} node-1 -- nft list table inet tabby\n  tabby lab exec --name {name} node-1 -- ip route show proto 116   routes learned over BGP\n  tabby lab down --name {name}          removes everything\n"
         ))?;
     }
     shown

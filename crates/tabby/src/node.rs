@@ -119,7 +119,7 @@ fn render_datastore(ds: &DatastoreStatus) -> String {
     out
 }
 
-fn render(st: &NodeStatus) -> String {
+pub(crate) fn render(st: &NodeStatus) -> String {
     let mut out = format!("node {}: routing by {}\n", st.node, st.routing);
     if let Some(note) = &st.note {
         out += &format!("note: {note}\n");

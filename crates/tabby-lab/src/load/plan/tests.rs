@@ -13,6 +13,9 @@ fn lab(nodes: usize) -> LabState {
         datastore_netns: None,
         fabric_netns: "tabby-lab-t.fabric".to_owned(),
         gateway: Ipv4Addr::new(172, 30, 0, 1),
+        routing: crate::Routing::Datastore,
+        route_reflectors: 0,
+        tor: None,
         nodes: (1..=nodes)
             .map(|i| NodeState {
                 name: format!("node-{i}"),

@@ -1,0 +1,130 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use super::*;
+
+fn state(nodes: usize, reflectors: usize) -> LabState {
+    LabState {
+        name: "t".to_owned(),
+        datastore: String::new(),
+        datastore_netns: None,
+        fabric_netns: "tabby-lab-t.fabric".to_owned(),
+        gateway: Ipv4Addr::new(172, 30, 0, 1),
+        routing: Routing::Bgp,
+        route_reflectors: reflectors,
+        tor: None,
+        nodes: (1..=nodes)
+            .map(|i| NodeState {
+                name: format!("node-{i}"),
+                netns: format!("tabby-lab-t.node-{i}"),
+                address: Ipv4Addr::new(172, 30, 0, 10 + u8::try_from(i).unwrap()),
+                agent_pid: 0,
+                log: "x".into(),
+            })
+            .collect(),
+        workloads: BTreeMap::new(),
+        loaded: BTreeSet::new(),
+    }
+}
+
+fn opts(nodes: usize, routing: Routing, reflectors: usize, tor: Option<TorDaemon>) -> UpOptions {
+    UpOptions {
+        name: "t".to_owned(),
+        nodes,
+        datastore: None,
+        routing,
+        route_reflectors: reflectors,
+        tor,
+    }
+}
+
+#[test]
+fn bad_routing_options_are_refused_with_the_flag_named() {
+    check(&opts(3, Routing::Bgp, 3, Some(TorDaemon::Bird))).unwrap();
+    let err = check(&opts(3, Routing::Bgp, 4, None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--route-reflectors 4") && err.contains("only 3 nodes"),
+        "{err}"
+    );
+    let err = check(&opts(3, Routing::Datastore, 1, Some(TorDaemon::Frr)))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--route-reflectors 1") && err.contains("--tor frr"),
+        "{err}"
+    );
+    assert!("ospf".parse::<Routing>().is_err());
+    assert!(
+        "quagga"
+            .parse::<TorDaemon>()
+            .unwrap_err()
+            .to_string()
+            .contains("bird, gobgp or frr")
+    );
+}
+
+fn load(text: &str) -> Vec<tabby_model::Resource> {
+    let opts = tabby_model::LoadOptions {
+        default_namespace: "default".to_owned(),
+        enforce_namespace: false,
+        apply_defaults: true,
+    };
+    tabby_model::load(text, "t", &opts)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.resource)
+        .collect()
+}
+
+#[test]
+fn mesh_lab_resources_give_each_node_its_fabric_address_and_keep_the_mesh_on() {
+    let s = state(3, 0);
+    let mut text: String = (0..3).map(|i| node_yaml(&s, i, 24)).collect();
+    text.push_str(&cluster_yaml(&s));
+    let yaml = format!("{:?}", load(&text));
+    assert!(
+        yaml.contains(r#"ipv4_address: Some("172.30.0.12/24")"#),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("node_to_node_mesh_enabled: Some(true)"),
+        "{yaml}"
+    );
+    assert!(!yaml.contains("route_reflector_cluster_id: Some"), "{yaml}");
+    assert_eq!(expected_peers(&s, 0).len(), 2);
+}
+
+#[test]
+fn reflector_lab_marks_the_first_k_nodes_and_peers_the_rest_with_them_only() {
+    let s = state(4, 1);
+    let mut text: String = (0..4).map(|i| node_yaml(&s, i, 24)).collect();
+    text.push_str(&cluster_yaml(&s));
+    let resources = load(&text);
+    let yaml = format!("{resources:?}");
+    assert_eq!(
+        yaml.matches("route_reflector_cluster_id: Some").count(),
+        1,
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("node_to_node_mesh_enabled: Some(false)"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains(r#"peer_selector: Some("route-reflector == 'true'")"#),
+        "{yaml}"
+    );
+    // The reflector peers with all three clients; a client only with the reflector.
+    assert_eq!(expected_peers(&s, 0).len(), 3);
+    assert_eq!(expected_peers(&s, 2), vec![Ipv4Addr::new(172, 30, 0, 11)]);
+}
+
+#[test]
+fn datastore_lab_resources_have_no_bgp() {
+    let mut s = state(2, 0);
+    s.routing = Routing::Datastore;
+    assert!(!node_yaml(&s, 0, 24).contains("bgp"));
+    assert!(cluster_yaml(&s).is_empty());
+}

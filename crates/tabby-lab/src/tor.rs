@@ -1,0 +1,402 @@
+//! The lab's top-of-rack router: a namespace on the fabric running BIRD, GoBGP or FRR with
+//! its own AS, which every node peers with over eBGP (a global BGPPeer), so that workload
+//! routes reach "the rest of the data centre" and traffic from outside the cluster reaches
+//! workloads. It must not program the nodes: they learn nothing from it.
+
+mod fib;
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use tabby_dataplane::netns::NETNS_DIR;
+
+pub use crate::tor::fib::gobgp_fib;
+
+use crate::names::netns_name;
+use crate::routing::CLUSTER_AS;
+use crate::state::NodeState;
+use crate::{LabConfig, LabError, process};
+
+/// Which routing daemon runs on the top-of-rack router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TorDaemon {
+    /// BIRD 2.
+    Bird,
+    /// GoBGP.
+    Gobgp,
+    /// FRR's bgpd (with zebra for the kernel).
+    Frr,
+}
+
+impl TorDaemon {
+    /// The `--tor` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bird => "bird",
+            Self::Gobgp => "gobgp",
+            Self::Frr => "frr",
+        }
+    }
+}
+
+impl FromStr for TorDaemon {
+    type Err = LabError;
+
+    fn from_str(s: &str) -> Result<Self, LabError> {
+        match s {
+            "bird" => Ok(Self::Bird),
+            "gobgp" => Ok(Self::Gobgp),
+            "frr" => Ok(Self::Frr),
+            other => Err(LabError::Input(vec![format!(
+                "--tor {other:?}: expected bird, gobgp or frr"
+            )])),
+        }
+    }
+}
+
+/// The top-of-rack router of a lab.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TorState {
+    /// Its daemon.
+    pub daemon: TorDaemon,
+    /// Its namespace.
+    pub netns: String,
+    /// Its fabric address.
+    pub address: Ipv4Addr,
+    /// Its AS.
+    pub asn: u32,
+    /// The daemon's log.
+    pub log: PathBuf,
+}
+
+impl fmt::Display for TorState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} on {} (AS {})", self.daemon, self.address, self.asn)
+    }
+}
+
+/// The router's AS (a private one, outside the cluster's).
+pub const TOR_AS: u32 = 65000;
+/// Its host number on the fabric (nodes are .11 to .60, the bridge .1).
+pub(crate) const TOR_HOST: u8 = 254;
+/// Where gobgpd's API listens, inside the router's namespace.
+const GOBGP_API: &str = "127.0.0.1:50051";
+/// How long the daemon gets to start.
+const DAEMON_READY: Duration = Duration::from_secs(10);
+
+/// FRR's private runtime folder for lab `lab` (`-N`): its sockets and pid files, which FRR
+/// keeps under /run/frr. Removed by `lab down`.
+pub(crate) fn frr_pathspace(lab: &str) -> PathBuf {
+    Path::new("/run/frr").join(frr_space(lab))
+}
+
+/// The FRR pathspace's name (the last part of [`frr_pathspace`]).
+fn frr_space(lab: &str) -> String {
+    netns_name(lab, "tor").replace('.', "-")
+}
+
+/// Removes what a lab's router leaves outside the lab's folder and namespaces.
+pub(crate) fn cleanup(lab: &str) {
+    let space = frr_pathspace(lab);
+    if space.exists()
+        && let Err(err) = std::fs::remove_dir_all(&space)
+    {
+        tracing::warn!(lab, path = %space.display(), error = %err, "removing FRR's runtime folder");
+    }
+}
+
+/// The BGP protocol name of a node in BIRD's configuration (`node_1`).
+fn bird_name(node: &str) -> String {
+    node.replace('-', "_")
+}
+
+fn bird_conf(tor: &TorState, nodes: &[NodeState]) -> String {
+    let mut text = format!(
+        r"router id {me};
+log stderr all;
+protocol device {{ }}
+# Learned workload routes go to this namespace's kernel, so traffic from here reaches them.
+protocol kernel {{ ipv4 {{ import none; export where source = RTS_BGP; }}; }}
+template bgp nodes {{
+  local {me} as {asn};
+  connect delay time 1;
+  connect retry time 2;
+  error wait time 1,5;
+  ipv4 {{ import all; export none; }};
+}}
+",
+        me = tor.address,
+        asn = tor.asn
+    );
+    for n in nodes {
+        text.push_str(&format!(
+            "protocol bgp {} from nodes {{ neighbor {} as {CLUSTER_AS}; }}\n",
+            bird_name(&n.name),
+            n.address
+        ));
+    }
+    text
+}
+
+fn gobgp_conf(tor: &TorState, nodes: &[NodeState]) -> String {
+    let mut text = format!(
+        "[global.config]\n  as = {asn}\n  router-id = \"{me}\"\n  local-address-list = [\"{me}\"]\n[global.apply-policy.config]\n  default-export-policy = \"reject-route\"\n",
+        me = tor.address,
+        asn = tor.asn
+    );
+    for n in nodes {
+        text.push_str(&format!(
+            "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{}\"\n    peer-as = {CLUSTER_AS}\n  [neighbors.timers.config]\n    connect-retry = 2\n",
+            n.address
+        ));
+    }
+    text
+}
+
+fn frr_conf(tor: &TorState, nodes: &[NodeState]) -> String {
+    // bgp-peers.md: FRR >= 7.4 drops eBGP routes without a policy unless told otherwise. The
+    // router tells the nodes nothing: they have their default route.
+    let mut text = format!(
+        "frr defaults traditional\nhostname tor\nlog stdout informational\nroute-map NOTHING deny 10\nexit\nrouter bgp {asn}\n bgp router-id {me}\n no bgp ebgp-requires-policy\n",
+        me = tor.address,
+        asn = tor.asn
+    );
+    for n in nodes {
+        text.push_str(&format!(
+            " neighbor {a} remote-as {CLUSTER_AS}\n neighbor {a} timers connect 2\n",
+            a = n.address
+        ));
+    }
+    text.push_str(" address-family ipv4 unicast\n");
+    for n in nodes {
+        text.push_str(&format!("  neighbor {} route-map NOTHING out\n", n.address));
+    }
+    text.push_str(" exit-address-family\nexit\n");
+    text
+}
+
+/// Writes a file the daemon (which may drop to another user, as FRR's do) can read.
+fn write_conf(path: &Path, text: &str) -> Result<(), LabError> {
+    std::fs::write(path, text).map_err(LabError::io("write", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+        .map_err(LabError::io("set the mode of", path))
+}
+
+fn log_file(path: &Path) -> Result<std::fs::File, LabError> {
+    std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(LabError::io("open", path))
+}
+
+/// Starts `program args` in the router's namespace, its output to the router's log.
+fn spawn(tor: &TorState, what: &str, program: &OsStr, args: &[&OsStr]) -> Result<(), LabError> {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(log_file(&tor.log)?)
+        .stderr(log_file(&tor.log)?);
+    let path = Path::new(NETNS_DIR).join(&tor.netns);
+    process::spawn_in(&path, what, cmd)?;
+    Ok(())
+}
+
+/// Waits for a file a starting daemon makes (a socket), or fails naming the log.
+fn wait_for(tor: &TorState, what: &str, path: &Path) -> Result<(), LabError> {
+    let deadline = Instant::now() + DAEMON_READY;
+    while !path.exists() {
+        if Instant::now() >= deadline {
+            return Err(LabError::NotReady {
+                what: what.to_owned(),
+                reason: format!(
+                    "{} did not appear within {DAEMON_READY:?}; its log: {}",
+                    path.display(),
+                    tor.log.display()
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Starts the router's daemon (and for GoBGP, which installs no routes itself, the lab's
+/// small installer of its best routes). Every process runs in the router's namespace, so
+/// `lab down` finds and stops them like the agents, also after a crash.
+pub(crate) fn start(
+    config: &LabConfig,
+    lab: &str,
+    tor: &TorState,
+    nodes: &[NodeState],
+    dir: &Path,
+) -> Result<(), LabError> {
+    let dir = dir.join("tor");
+    std::fs::create_dir_all(&dir).map_err(LabError::io("create", &dir))?;
+    let os = |p: &Path| p.as_os_str().to_owned();
+    match tor.daemon {
+        TorDaemon::Bird => {
+            let conf = dir.join("bird.conf");
+            write_conf(&conf, &bird_conf(tor, nodes))?;
+            let ctl = dir.join("bird.ctl");
+            let pid = dir.join("bird.pid");
+            spawn(
+                tor,
+                "BIRD",
+                OsStr::new("bird"),
+                &[
+                    OsStr::new("-f"),
+                    OsStr::new("-c"),
+                    &os(&conf),
+                    OsStr::new("-s"),
+                    &os(&ctl),
+                    OsStr::new("-P"),
+                    &os(&pid),
+                ],
+            )?;
+            wait_for(tor, "BIRD", &ctl)
+        }
+        TorDaemon::Gobgp => {
+            let conf = dir.join("gobgpd.toml");
+            write_conf(&conf, &gobgp_conf(tor, nodes))?;
+            spawn(
+                tor,
+                "gobgpd",
+                OsStr::new("gobgpd"),
+                &[
+                    OsStr::new("-f"),
+                    &os(&conf),
+                    OsStr::new("--api-hosts"),
+                    OsStr::new(GOBGP_API),
+                    OsStr::new("--pprof-disable"),
+                ],
+            )?;
+            spawn(
+                tor,
+                "the lab's route installer for GoBGP",
+                config.tabby_bin.as_os_str(),
+                &[
+                    OsStr::new("lab"),
+                    OsStr::new("gobgp-fib"),
+                    OsStr::new("--api"),
+                    OsStr::new(GOBGP_API),
+                ],
+            )
+        }
+        TorDaemon::Frr => {
+            let space = frr_pathspace(lab);
+            make_frr_pathspace(&space)?;
+            let zebra_conf = dir.join("zebra.conf");
+            write_conf(&zebra_conf, "hostname tor\nlog stdout informational\n")?;
+            let bgpd_conf = dir.join("bgpd.conf");
+            write_conf(&bgpd_conf, &frr_conf(tor, nodes))?;
+            let name = frr_space(lab);
+            // zebra installs bgpd's best routes in this namespace's kernel; both stay in the
+            // foreground (no -d) so that they are the lab's processes.
+            spawn(
+                tor,
+                "FRR zebra",
+                OsStr::new("/usr/lib/frr/zebra"),
+                &[
+                    OsStr::new("-N"),
+                    OsStr::new(&name),
+                    OsStr::new("-f"),
+                    &os(&zebra_conf),
+                    OsStr::new("-i"),
+                    &os(&space.join("zebra.pid")),
+                ],
+            )?;
+            wait_for(tor, "FRR zebra", &space.join("zserv.api"))?;
+            spawn(
+                tor,
+                "FRR bgpd",
+                OsStr::new("/usr/lib/frr/bgpd"),
+                &[
+                    OsStr::new("-N"),
+                    OsStr::new(&name),
+                    OsStr::new("-f"),
+                    &os(&bgpd_conf),
+                    OsStr::new("-i"),
+                    &os(&space.join("bgpd.pid")),
+                ],
+            )?;
+            wait_for(tor, "FRR bgpd", &space.join("bgpd.vty"))
+        }
+    }
+}
+
+/// FRR's daemons drop to user frr and must be able to write their runtime folder.
+fn make_frr_pathspace(space: &Path) -> Result<(), LabError> {
+    if space.exists() {
+        std::fs::remove_dir_all(space).map_err(LabError::io("remove", space))?;
+    }
+    let out = Command::new("install")
+        .args(["-d", "-o", "frr", "-g", "frr"])
+        .arg(space)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| LabError::Spawn {
+            what: "install -d (FRR's runtime folder)".to_owned(),
+            error,
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(LabError::NotReady {
+            what: format!("FRR's runtime folder {}", space.display()),
+            reason: format!(
+                "{} (is the frr package installed? scripts/deps.sh installs it)",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
+    }
+}
+
+/// The routes in the router's kernel: (destination, gateways; several for a multipath
+/// route, as FRR makes when several nodes advertise a prefix).
+pub(crate) fn kernel_routes(tor: &TorState) -> Result<Vec<(IpNet, Vec<IpAddr>)>, LabError> {
+    let out = Command::new("ip")
+        .args(["-n", &tor.netns, "-j", "route", "show"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| LabError::Spawn {
+            what: "ip route (iproute2)".to_owned(),
+            error,
+        })?;
+    let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    Ok(v.iter()
+        .filter_map(|r| {
+            let dst = r.get("dst")?.as_str()?;
+            let dst: IpNet = dst
+                .parse()
+                .or_else(|_| dst.parse::<IpAddr>().map(IpNet::from))
+                .ok()?;
+            let hop = |v: &serde_json::Value| v.get("gateway")?.as_str()?.parse().ok();
+            let mut gws: Vec<IpAddr> = hop(r).into_iter().collect();
+            if let Some(hops) = r.get("nexthops").and_then(serde_json::Value::as_array) {
+                gws.extend(hops.iter().filter_map(hop));
+            }
+            Some((dst, gws))
+        })
+        .collect())
+}
+
+/// The gateways of the router's most specific kernel route covering `addr` (empty: no route
+/// or no gateway).
+pub(crate) fn next_hops(tor: &TorState, addr: IpAddr) -> Result<Vec<IpAddr>, LabError> {
+    Ok(kernel_routes(tor)?
+        .into_iter()
+        .filter(|(dst, _)| dst.contains(&addr))
+        .max_by_key(|(dst, _)| dst.prefix_len())
+        .map(|(_, gws)| gws)
+        .unwrap_or_default())
+}

@@ -1,0 +1,410 @@
+//! `tabby lab up --routing bgp` for real: agents peering in Calico's full iBGP mesh or with
+//! route reflectors, learning each other's workload routes (proto 116) and carrying traffic
+//! between hosts; a top-of-rack router running BIRD, GoBGP or FRR that learns the workloads
+//! over eBGP, reaches them from outside the cluster and drops a removed pod's route; bad
+//! routing options refused with nothing built.
+//!
+//! Needs root. Without it the tests say they were skipped; under `CI=true` that is a failure.
+
+#[path = "support/lab.rs"]
+mod lab;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::lab::TestLab;
+
+/// One open pod per node (no policy: everything may reach them), on TCP/8080.
+fn pods(nodes: usize) -> String {
+    let mut text = String::from(
+        "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: open}}\n",
+    );
+    for i in 1..=nodes {
+        text.push_str(&format!(
+            "- apiVersion: v1\n  kind: Pod\n  metadata: {{name: p{i}, namespace: open}}\n  spec: {{nodeName: node-{i}, containers: [{{name: s, ports: [{{containerPort: 8080}}]}}]}}\n"
+        ));
+    }
+    text
+}
+
+/// Workload `open/pN`'s address, from the lab's state.
+fn address(lab: &TestLab, pod: &str) -> String {
+    let state = lab.state();
+    state["workloads"][format!("open/{pod}")]["addresses"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("open/{pod} in {state}"))
+        .to_owned()
+}
+
+/// A node's routes with tabby's protocol: destination -> gateway ("" for a local one).
+fn tabby_routes(lab: &TestLab, node: &str) -> Vec<(String, String)> {
+    let text = lab.ok(
+        &[
+            "exec", node, "--", "ip", "-j", "route", "show", "proto", "116",
+        ],
+        "",
+    );
+    let routes: Vec<Value> = serde_json::from_str(&text).expect("ip -j prints JSON");
+    routes
+        .iter()
+        .map(|r| {
+            (
+                r["dst"].as_str().unwrap_or_default().to_owned(),
+                r["gateway"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn fabric_address(node: usize) -> String {
+    format!("172.30.0.{}", 10 + node)
+}
+
+/// Every node routes every other node's pod through that node, by a learned route.
+fn assert_learned_everywhere(lab: &TestLab, nodes: usize) {
+    for i in 1..=nodes {
+        let routes = tabby_routes(lab, &format!("node-{i}"));
+        for j in (1..=nodes).filter(|j| *j != i) {
+            let want = (address(lab, &format!("p{j}")), fabric_address(j));
+            assert!(
+                routes.contains(&want),
+                "node-{i} should route p{j} ({}) via node-{j} with proto 116: {routes:?}",
+                want.0
+            );
+        }
+    }
+}
+
+/// Each node's agent status as JSON, by running `tabby node status -o json` inside it.
+fn node_status(lab: &TestLab, node: &str) -> Value {
+    let text = lab.ok(
+        &[
+            "exec",
+            node,
+            "--",
+            lab::TABBY,
+            "node",
+            "status",
+            "-o",
+            "json",
+        ],
+        "",
+    );
+    serde_json::from_str(&text).expect("node status -o json prints JSON")
+}
+
+fn peers(status: &Value) -> Vec<(String, String, String)> {
+    status["bgp"]["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .map(|p| {
+            (
+                p["address"].as_str().unwrap().to_owned(),
+                p["kind"].as_str().unwrap().to_owned(),
+                p["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Every pair of workloads reaches each other.
+fn assert_all_reach(lab: &TestLab) {
+    let m = lab.matrix(8080, "TCP");
+    let allowed = m["allowed"].as_object().expect("allowed");
+    for (from, row) in allowed {
+        for (to, ok) in row.as_object().unwrap() {
+            assert_eq!(ok, &Value::Bool(true), "{from} -> {to}: {m}");
+        }
+    }
+}
+
+#[test]
+fn a_bgp_mesh_lab_learns_workload_routes_and_carries_traffic_across_hosts() {
+    if !tabby_test_util::root_or_skip(
+        "a_bgp_mesh_lab_learns_workload_routes_and_carries_traffic_across_hosts",
+    ) {
+        return;
+    }
+    // BGP is the default.
+    let lab = TestLab::up("bm", 3);
+    assert_eq!(lab.state()["routing"], "bgp");
+    let status = lab.ok(&["status"], "");
+    assert!(
+        status.contains("routing by BGP (iBGP mesh, AS 64512)"),
+        "{status}"
+    );
+    // `lab up` returned with the mesh up: 3 nodes, 2 Established mesh sessions each.
+    assert_eq!(
+        status.matches("   mesh   Established").count(),
+        6,
+        "{status}"
+    );
+
+    let out = lab.load(&pods(3), false);
+    assert!(
+        out.contains("workloads made: open/p1, open/p2, open/p3"),
+        "{out}"
+    );
+    assert_learned_everywhere(&lab, 3);
+    for i in 1..=3 {
+        let st = node_status(&lab, &format!("node-{i}"));
+        assert_eq!(st["routing"], "bgp");
+        assert_eq!(st["bgp"]["learned"], 2, "{st}");
+        assert_eq!(st["bgp"]["originated"], 1, "{st}");
+    }
+    assert_all_reach(&lab);
+
+    // A removed pod's route is withdrawn everywhere.
+    let gone = address(&lab, "p3");
+    lab.load(&pods(2), true);
+    for i in 1..=2 {
+        let routes = tabby_routes(&lab, &format!("node-{i}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut routes = routes;
+        while routes.iter().any(|(d, _)| *d == gone) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            routes = tabby_routes(&lab, &format!("node-{i}"));
+        }
+        assert!(
+            !routes.iter().any(|(d, _)| *d == gone),
+            "node-{i}: {routes:?}"
+        );
+    }
+}
+
+#[test]
+fn a_reflector_lab_peers_the_other_nodes_only_with_the_reflector() {
+    if !tabby_test_util::root_or_skip(
+        "a_reflector_lab_peers_the_other_nodes_only_with_the_reflector",
+    ) {
+        return;
+    }
+    let lab = TestLab::up_with("br", &["--nodes", "4", "--route-reflectors", "1"]);
+    let status = lab.ok(&["status"], "");
+    assert!(status.contains("1 route reflector, AS 64512"), "{status}");
+    let rr = node_status(&lab, "node-1");
+    assert_eq!(rr["bgp"]["cluster_id"], "244.0.0.1", "{rr}");
+    let mut clients = peers(&rr);
+    clients.sort();
+    assert_eq!(
+        clients,
+        (2..=4)
+            .map(|j| (
+                fabric_address(j),
+                "reflector-client".to_owned(),
+                "Established".to_owned()
+            ))
+            .collect::<Vec<_>>()
+    );
+    for i in 2..=4 {
+        let st = node_status(&lab, &format!("node-{i}"));
+        assert_eq!(
+            peers(&st),
+            vec![(
+                fabric_address(1),
+                "reflector".to_owned(),
+                "Established".to_owned()
+            )],
+            "node-{i} peers only with the reflector"
+        );
+    }
+    lab.load(&pods(4), false);
+    // Reflected routes keep the originating node as next hop.
+    assert_learned_everywhere(&lab, 4);
+    assert_all_reach(&lab);
+}
+
+#[test]
+fn bad_routing_options_are_refused_and_build_nothing() {
+    if !tabby_test_util::root_or_skip("bad_routing_options_are_refused_and_build_nothing") {
+        return;
+    }
+    for (args, want) in [
+        (
+            vec!["--nodes", "2", "--route-reflectors", "3"],
+            "--route-reflectors 3: the lab has only 2 nodes",
+        ),
+        (
+            vec!["--tor", "quagga"],
+            "--tor \"quagga\": expected bird, gobgp or frr",
+        ),
+        (
+            vec!["--routing", "ospf"],
+            "--routing \"ospf\": expected bgp or datastore",
+        ),
+        (
+            vec!["--routing", "datastore", "--tor", "bird"],
+            "--tor bird: a top-of-rack router needs --routing bgp",
+        ),
+    ] {
+        let name = format!("bb{}", std::process::id());
+        let mut cmd = std::process::Command::new(lab::TABBY);
+        cmd.args(["lab", "up", "--name", &name]).args(&args);
+        let out = cmd.output().expect("run tabby");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(err.contains(want), "{args:?}: {err}");
+        let probe = TestLab { name: name.clone() };
+        assert!(probe.namespaces().is_empty(), "{args:?} built namespaces");
+        let root = std::env::var("TABBY_LAB_DIR").unwrap_or_else(|_| "/run/tabby/lab".to_owned());
+        assert!(
+            !std::path::Path::new(&root).join(&name).exists(),
+            "{args:?} left a folder"
+        );
+    }
+}
+
+/// From the router's namespace (outside the cluster), connect to a workload's server and
+/// read its greeting. The first packets may take a detour through another node, which then
+/// redirects the router (see `lab up --help`), so a few attempts are allowed.
+fn greeting_from_tor(lab: &TestLab, addr: &str) -> String {
+    let script = format!("exec 3<>/dev/tcp/{addr}/8080 && head -1 <&3");
+    let mut last = String::new();
+    for _ in 0..5 {
+        let out = lab.run(
+            &["exec", "tor", "--", "timeout", "2", "bash", "-c", &script],
+            "",
+        );
+        last = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if out.status.success() && !last.is_empty() {
+            return last;
+        }
+    }
+    last
+}
+
+/// The router's kernel route to `addr`: its next hops (several for a multipath route).
+fn tor_next_hops(lab: &TestLab, addr: &str) -> Vec<String> {
+    let text = lab.ok(
+        &["exec", "tor", "--", "ip", "-j", "route", "show", addr],
+        "",
+    );
+    let routes: Vec<Value> = serde_json::from_str(&text).expect("ip -j prints JSON");
+    routes
+        .iter()
+        .flat_map(|r| {
+            let mut hops: Vec<String> = r["gateway"]
+                .as_str()
+                .map(str::to_owned)
+                .into_iter()
+                .collect();
+            for h in r["nexthops"].as_array().into_iter().flatten() {
+                hops.extend(h["gateway"].as_str().map(str::to_owned));
+            }
+            hops
+        })
+        .collect()
+}
+
+/// A lab with a `daemon` router: it learns both nodes' pods over eBGP, reaches them from
+/// outside the cluster, drops a removed pod's route, and `lab down` stops the daemon even
+/// when the lab's state file is gone (as after a crash).
+fn tor_lab(tag: &str, daemon: &str, tools: &[&str]) {
+    for tool in tools {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(found, "{tool} is missing (scripts/deps.sh installs it)");
+    }
+    let lab = TestLab::up_with(tag, &["--nodes", "2", "--tor", daemon]);
+    let status = lab.ok(&["status"], "");
+    assert!(
+        status.contains(&format!(
+            "top-of-rack router: {daemon} on 172.30.0.254 (AS 65000)"
+        )),
+        "{status}"
+    );
+    for i in 1..=2 {
+        let st = node_status(&lab, &format!("node-{i}"));
+        assert!(
+            peers(&st).contains(&(
+                "172.30.0.254".to_owned(),
+                "global".to_owned(),
+                "Established".to_owned()
+            )),
+            "node-{i}: {st}"
+        );
+    }
+    lab.load(&pods(2), false);
+    assert_learned_everywhere(&lab, 2);
+    let nodes = [fabric_address(1), fabric_address(2)];
+    for p in ["p1", "p2"] {
+        let addr = address(&lab, p);
+        let hops = tor_next_hops(&lab, &addr);
+        assert!(
+            !hops.is_empty() && hops.iter().all(|h| nodes.contains(h)),
+            "the router routes {p} ({addr}) via the nodes: {hops:?}"
+        );
+        assert_eq!(greeting_from_tor(&lab, &addr), format!("open/{p}"));
+    }
+
+    // p2 goes: the router's route goes too.
+    let gone = address(&lab, "p2");
+    lab.load(&pods(1), true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !tor_next_hops(&lab, &gone).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(tor_next_hops(&lab, &gone).is_empty(), "{gone} withdrawn");
+
+    // `lab down` finds the daemon by its namespace, without the state file.
+    let root = std::env::var("TABBY_LAB_DIR").unwrap_or_else(|_| "/run/tabby/lab".to_owned());
+    std::fs::remove_file(std::path::Path::new(&root).join(&lab.name).join("lab.json")).unwrap();
+    let netns = format!("tabby-lab-{}.tor", lab.name);
+    let daemons = std::process::Command::new("ip")
+        .args(["netns", "pids", &netns])
+        .output()
+        .expect("ip netns pids");
+    let pids = String::from_utf8_lossy(&daemons.stdout).into_owned();
+    assert!(!pids.trim().is_empty(), "the daemon runs in {netns}");
+    let out = std::process::Command::new(lab::TABBY)
+        .args(["lab", "down", "--name", &lab.name])
+        .output()
+        .expect("lab down");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for pid in pids.split_whitespace() {
+        // A stopped daemon may stay a zombie until its adopter reaps it.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next());
+        assert!(
+            matches!(state, None | Some("Z")),
+            "process {pid} of the router survived lab down: {stat}"
+        );
+    }
+    assert!(lab.namespaces().is_empty());
+    assert!(
+        !std::path::Path::new(&format!("/run/frr/tabby-lab-{}-tor", lab.name)).exists(),
+        "FRR's runtime folder is removed"
+    );
+}
+
+#[test]
+fn a_bird_tor_learns_the_workloads_over_ebgp_and_reaches_them() {
+    if tabby_test_util::root_or_skip("a_bird_tor_learns_the_workloads_over_ebgp_and_reaches_them") {
+        tor_lab("tb", "bird", &["bird", "birdc"]);
+    }
+}
+
+#[test]
+fn a_gobgp_tor_learns_the_workloads_over_ebgp_and_reaches_them() {
+    if tabby_test_util::root_or_skip("a_gobgp_tor_learns_the_workloads_over_ebgp_and_reaches_them")
+    {
+        tor_lab("tg", "gobgp", &["gobgpd", "gobgp"]);
+    }
+}
+
+#[test]
+fn an_frr_tor_learns_the_workloads_over_ebgp_and_reaches_them() {
+    if tabby_test_util::root_or_skip("an_frr_tor_learns_the_workloads_over_ebgp_and_reaches_them") {
+        tor_lab("tf", "frr", &["/usr/lib/frr/bgpd", "/usr/lib/frr/zebra"]);
+    }
+}
