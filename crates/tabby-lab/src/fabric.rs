@@ -147,6 +147,9 @@ fn build(config: &LabConfig, opts: &UpOptions, file: &StateFile) -> Result<LabSt
         let pid = start_agent(config, &state, &state.nodes[i], dir)?;
         state.nodes[i].agent_pid = pid;
         file.save(&state)?;
+        if routing::start_one_by_one(&state) {
+            agent_http::wait_ready(&state.nodes[i..=i], AGENT_READY)?;
+        }
     }
     agent_http::wait_ready(&state.nodes, AGENT_READY)?;
     routing::wait_sessions(&state, AGENT_READY)?;

@@ -149,6 +149,14 @@ pub(crate) fn cluster_yaml(state: &LabState) -> String {
     text
 }
 
+/// Whether agents must start one at a time. Reflectors and their clients both connect to
+/// each other (unlike mesh peers, where the greater address waits), and when both
+/// connections meet, the agents' collision handling closes both and both retry in step, for
+/// ever. A client that starts after its reflector is ready connects first and wins.
+pub(crate) fn start_one_by_one(state: &LabState) -> bool {
+    state.routing == Routing::Bgp && state.route_reflectors > 0
+}
+
 /// The expected peers of each node, for waiting until the sessions are up: the mesh (every
 /// other node), or the reflectors (a reflector also has every other node), plus the ToR.
 fn expected_peers(state: &LabState, index: usize) -> Vec<Ipv4Addr> {

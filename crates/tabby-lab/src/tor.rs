@@ -176,7 +176,9 @@ fn frr_conf(tor: &TorState, nodes: &[NodeState]) -> String {
             a = n.address
         ));
     }
-    text.push_str(" address-family ipv4 unicast\n");
+    // One path per prefix: the kernel applies ICMP redirects (see `fabric`) only to a
+    // single-path route.
+    text.push_str(" address-family ipv4 unicast\n  maximum-paths 1\n");
     for n in nodes {
         text.push_str(&format!("  neighbor {} route-map NOTHING out\n", n.address));
     }
