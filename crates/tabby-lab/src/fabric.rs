@@ -152,7 +152,7 @@ fn build(config: &LabConfig, opts: &UpOptions, file: &StateFile) -> Result<LabSt
         }
     }
     agent_http::wait_ready(&state.nodes, AGENT_READY)?;
-    routing::wait_sessions(&state, AGENT_READY)?;
+    routing::wait_sessions(&state, routing::SESSIONS_UP)?;
     tracing::info!(lab = %state.name, nodes = state.nodes.len(), routing = %state.routing, "lab up");
     Ok(state)
 }

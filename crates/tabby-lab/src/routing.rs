@@ -149,13 +149,19 @@ pub(crate) fn cluster_yaml(state: &LabState) -> String {
     text
 }
 
-/// Whether agents must start one at a time. Reflectors and their clients both connect to
-/// each other (unlike mesh peers, where the greater address waits), and when both
-/// connections meet, the agents' collision handling closes both and both retry in step, for
-/// ever. A client that starts after its reflector is ready connects first and wins.
+/// Whether agents must start one at a time, each once the one before is ready. An agent
+/// whose first connection attempts are refused (its peer is not listening yet) waits 5, 10,
+/// 20, then 30 s before trying again, so on a busy machine a mesh could take longer than a
+/// minute. And reflectors and their clients both connect to each other (mesh peers do not:
+/// the greater address waits); when both connections meet, the agents' collision handling
+/// closes both and both retry in step, for ever. An agent that starts after its peers are
+/// ready connects at once and wins.
 pub(crate) fn start_one_by_one(state: &LabState) -> bool {
-    state.routing == Routing::Bgp && state.route_reflectors > 0
+    state.routing == Routing::Bgp
 }
+
+/// How long `lab up` waits for the sessions once every agent is ready.
+pub(crate) const SESSIONS_UP: Duration = Duration::from_secs(60);
 
 /// The expected peers of each node, for waiting until the sessions are up: the mesh (every
 /// other node), or the reflectors (a reflector also has every other node), plus the ToR.
