@@ -6,8 +6,9 @@
 //!  "ipam": {"type": "tabby-ipam", "ipv4_pools": ["default-ipv4"], "assign_ipv6": "false"}}
 //! ```
 //!
-//! Calico's `datastore_type`, `kubernetes`, `policy` and `log_level` keys are accepted and
-//! ignored, so that a Calico configuration works once its types are renamed.
+//! Calico's `datastore_type`, `kubernetes` and `log_level` keys are accepted and ignored, so
+//! that a Calico configuration works once its types are renamed; `policy.type` is read as
+//! Calico reads it (set: no network profile is made).
 
 use serde_json::Value;
 
@@ -39,6 +40,9 @@ pub struct TabbyConf {
     pub mtu: Option<u32>,
     /// `ipam`.
     pub ipam: IpamConf,
+    /// `policy.type` (Calico's `k8s`): when set, policy comes from elsewhere and a workload
+    /// outside Kubernetes gets no profile of its network made for it.
+    pub policy_type: Option<String>,
 }
 
 fn bad(field: &str, value: &Value, reason: &str) -> CniError {
@@ -119,7 +123,13 @@ impl TabbyConf {
                 "ipam.assign_ipv4 and ipam.assign_ipv6 are both false: the workload would get no address",
             ));
         }
+        let policy_type = match raw.get("policy") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(p)) => string(p.get("type"), "policy.type")?,
+            Some(other) => return Err(bad("policy", other, "must be an object")),
+        };
         Ok(Self {
+            policy_type,
             datastore: string(raw.get("datastore"), "datastore")?,
             nodename: string(raw.get("nodename"), "nodename")?,
             mtu,

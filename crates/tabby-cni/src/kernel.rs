@@ -1,6 +1,7 @@
 //! The real kernel side: `tabby_dataplane::workload` (the veth, addresses and routes inside,
-//! shared with the lab), plus the host's /32 (/128) route to the workload so that its first
-//! packet need not wait for the agent, which owns and reconciles that route afterwards.
+//! shared with the lab), plus the host's /32 (/128) route to the workload (added once the
+//! workload is recorded) so that its first packet need not wait for the agent, which owns and
+//! reconciles that route afterwards.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -99,22 +100,9 @@ impl Plumbing for KernelPlumbing {
             // result without one); a fixed one derived from the host interface's name is known
             // without reading it back.
             let mac = workload_mac(w.host_interface);
-            let mut done = inside
-                .set_mac(w.ifname, mac)
-                .await
-                .map_err(|e| e.to_string());
-            for ip in w.addresses {
-                if done.is_err() {
-                    break;
-                }
-                done = host
-                    .replace_route(&host_route(w.host_interface, *ip))
-                    .await
-                    .map_err(|e| format!("host route to {ip}: {e}"));
-            }
-            if let Err(e) = done {
+            if let Err(e) = inside.set_mac(w.ifname, mac).await {
                 let _ = workload::unplumb(&host, w.host_interface).await;
-                return Err(e);
+                return Err(e.to_string());
             }
             Ok(Some(
                 mac.iter()
@@ -122,6 +110,18 @@ impl Plumbing for KernelPlumbing {
                     .collect::<Vec<_>>()
                     .join(":"),
             ))
+        })
+    }
+
+    fn route(&self, w: &WorkloadPlumb<'_>) -> Result<(), String> {
+        runtime()?.block_on(async {
+            let host = self.host()?;
+            for ip in w.addresses {
+                host.replace_route(&host_route(w.host_interface, *ip))
+                    .await
+                    .map_err(|e| format!("host route to {ip}: {e}"))?;
+            }
+            Ok(())
         })
     }
 

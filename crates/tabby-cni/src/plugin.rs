@@ -2,6 +2,7 @@
 //! the IPAM, the veth, the WorkloadEndpoint) and the IPAM plugin (`type: tabby-ipam`:
 //! addresses only, for other network plugins).
 
+mod add;
 mod endpoint;
 mod identity;
 
@@ -14,8 +15,9 @@ use tabby_ipam::{AssignIpRequest, AssignRequest, Assigned, Ipam, IpamError};
 use tabby_model::{Kind, Resource, stored};
 use tabby_store::{Datastore, Key, StoreError};
 
+use self::add::Want;
 pub use self::endpoint::{ANNOTATION_CONTAINER_ID, ANNOTATION_POD_IP, ANNOTATION_POD_IPS};
-use self::endpoint::{clear_pod, delete_endpoint, pod_entry, pod_ips, pod_speaks, record_op};
+use self::endpoint::{pod_entry, pod_ips, pod_speaks, remove_ops};
 pub use self::identity::Identity;
 use crate::config::TabbyConf;
 use crate::plumbing::{Plumbing, WorkloadPlumb};
@@ -134,16 +136,15 @@ impl Call<'_> {
         Ok(entry.and_then(|e| stored::decode(&e.key.kind, &e.value, e.mod_revision).ok()))
     }
 
-    /// Takes the workload's addresses: the ones asked for (`IP` in `CNI_ARGS`, or the
-    /// `ips` runtime capability), else one per enabled family. On failure, what was taken in
-    /// this call is given back.
-    fn assign(
+    /// The addresses to take: the ones asked for (`IP` in `CNI_ARGS`, or the `ips` runtime
+    /// capability), else one per enabled family.
+    fn wants(
         &self,
         inv: &Invocation,
         conf: &NetConf,
         id: &Identity,
         namespace_labels: Option<BTreeMap<String, String>>,
-    ) -> Result<Vec<Assigned>, CniError> {
+    ) -> Result<Vec<Want>, CniError> {
         let requested = requested_ips(inv, conf)?;
         let mut attrs = BTreeMap::from([
             ("node".to_owned(), self.node.clone()),
@@ -157,44 +158,43 @@ impl Call<'_> {
             "workloadEndpoint".to_owned(),
             format!("{}/{}", id.namespace, id.wep_name),
         );
-        let ipam = self.ipam();
-        let mut taken: Vec<Assigned> = Vec::new();
-        let result = (|| {
-            if requested.is_empty() {
-                let families = [
-                    (4u8, self.conf.ipam.assign_ipv4, &self.conf.ipam.ipv4_pools),
-                    (6u8, self.conf.ipam.assign_ipv6, &self.conf.ipam.ipv6_pools),
-                ];
-                for (family, on, pools) in families {
-                    if !on {
-                        continue;
-                    }
-                    taken.push(ipam.auto_assign(&AssignRequest {
-                        handle: id.handle.clone(),
-                        node: self.node.clone(),
-                        family,
-                        attrs: attrs.clone(),
-                        pools: pools.clone(),
-                        namespace_labels: namespace_labels.clone(),
-                    })?);
-                }
-            } else {
-                for ip in requested {
-                    taken.push(ipam.assign_ip(&AssignIpRequest {
+        // When the allocation was made (Unix seconds), so that `ipam check` can tell an ADD
+        // still in flight from a leak.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        attrs.insert(tabby_ipam::ATTR_TIMESTAMP.to_owned(), now.to_string());
+        if !requested.is_empty() {
+            return Ok(requested
+                .into_iter()
+                .map(|ip| {
+                    Want::Ip(AssignIpRequest {
                         ip: Some(ip),
                         handle: id.handle.clone(),
                         node: self.node.clone(),
                         attrs: attrs.clone(),
-                    })?);
-                }
-            }
-            Ok::<(), IpamError>(())
-        })();
-        if let Err(e) = result {
-            self.give_back(&taken);
-            return Err(ipam_error(e));
+                    })
+                })
+                .collect());
         }
-        Ok(taken)
+        let families = [
+            (4u8, self.conf.ipam.assign_ipv4, &self.conf.ipam.ipv4_pools),
+            (6u8, self.conf.ipam.assign_ipv6, &self.conf.ipam.ipv6_pools),
+        ];
+        Ok(families
+            .into_iter()
+            .filter(|(_, on, _)| *on)
+            .map(|(family, _, pools)| {
+                Want::Auto(AssignRequest {
+                    handle: id.handle.clone(),
+                    node: self.node.clone(),
+                    family,
+                    attrs: attrs.clone(),
+                    pools: pools.clone(),
+                    namespace_labels: namespace_labels.clone(),
+                })
+            })
+            .collect())
     }
 
     /// Releases addresses taken earlier in this call (best effort: the error being reported
@@ -258,74 +258,38 @@ impl Plugin for TabbyPlugin<'_> {
         } else {
             None
         };
-        let taken = call.assign(inv, conf, &id, namespace_labels)?;
-        if self.mode == Mode::Ipam {
-            return Ok(CniResult {
-                ips: taken
-                    .iter()
-                    .map(|a| IpConfig {
-                        interface: None,
-                        address: format!("{}/{}", a.ip, a.block.prefix_len()),
-                        gateway: None,
-                    })
-                    .collect(),
-                ..CniResult::default()
-            });
+        let wants = call.wants(inv, conf, &id, namespace_labels)?;
+        if self.mode == Mode::Network {
+            return self.add_network(&call, inv, conf, &id, pod, &wants);
         }
-        let addresses: Vec<IpAddr> = taken.iter().map(|a| a.ip).collect();
-        let plumb = WorkloadPlumb {
-            host_interface: &id.host_interface,
-            netns: Path::new(&inv.netns),
-            ifname: &inv.ifname,
-            addresses: &addresses,
-            mtu: call.conf.mtu,
-        };
-        let mac = match self.plumbing.add(&plumb) {
-            Ok(mac) => mac,
-            Err(e) => {
-                call.give_back(&taken);
-                return Err(CniError::new(
-                    code::PLUMBING,
-                    format!("plumbing {}: {e}", id.host_interface),
-                ));
-            }
-        };
-        // The record is written once the veth exists, so the agent never programs a workload
-        // whose interface is not there yet. A Pod that changed since it was read (a relabel)
-        // is read again.
-        let mut pod = pod;
-        let mut attempts = 0;
-        let written = loop {
-            attempts += 1;
-            let op = record_op(&call, inv, &id, &addresses, mac.as_deref(), pod.as_ref());
-            match call.store.commit(&[op]) {
-                Err(e) if attempts < 20 && pod_speaks(inv, pod.as_ref()) && endpoint::raced(&e) => {
-                    pod = pod_entry(&call, &id)?;
-                }
-                other => break other,
-            }
-        };
-        if let Err(e) = written {
-            let _ = self.plumbing.del(&id.host_interface);
-            call.give_back(&taken);
-            return Err(store_error(&call.url, &e));
-        }
-        tracing::info!(workload = %id.wep_name, namespace = %id.namespace, interface = %id.host_interface, ?addresses, "workload added");
-        Ok(result(inv, &id, &addresses, mac, call.conf.mtu))
+        let taken = call.take_all(&wants)?;
+        Ok(CniResult {
+            ips: taken
+                .iter()
+                .map(|a| IpConfig {
+                    interface: None,
+                    address: format!("{}/{}", a.ip, a.block.prefix_len()),
+                    gateway: None,
+                })
+                .collect(),
+            ..CniResult::default()
+        })
     }
 
     fn del(&self, inv: &Invocation, conf: &NetConf) -> Result<(), CniError> {
         let call = self.open(conf)?;
         let id = Identity::of(inv, &conf.name);
-        if self.mode == Mode::Network {
-            // The interface first, so the address is unreachable before it can be reused.
-            self.plumbing
-                .del(&id.host_interface)
-                .map_err(|e| CniError::new(code::PLUMBING, e))?;
-            delete_endpoint(&call, &id, &inv.container_id)?;
-            clear_pod(&call, inv, &id)?;
+        if self.mode == Mode::Ipam {
+            let freed = call.ipam().release_handle(&id.handle).map_err(ipam_error)?;
+            tracing::info!(handle = %id.handle, ?freed, "addresses released");
+            return Ok(());
         }
-        let freed = call.ipam().release_handle(&id.handle).map_err(ipam_error)?;
+        // The interface first, so the address is unreachable before it can be reused; then
+        // the record and the addresses in one commit.
+        self.plumbing
+            .del(&id.host_interface)
+            .map_err(|e| CniError::new(code::PLUMBING, e))?;
+        let freed = release_with_records(&call, inv, &id)?;
         tracing::info!(workload = %id.wep_name, ?freed, "workload deleted");
         Ok(())
     }
@@ -506,8 +470,29 @@ fn gc_endpoint(
     call.plumbing
         .del(&id.host_interface)
         .map_err(|e| CniError::new(code::PLUMBING, e))?;
-    delete_endpoint(call, &id, &inv.container_id)?;
-    clear_pod(call, &attachment, &id)
+    release_with_records(call, &attachment, &id).map(|_| ())
+}
+
+/// Releases the handle's addresses and takes the workload's record away, in one commit.
+fn release_with_records(
+    call: &Call<'_>,
+    inv: &Invocation,
+    id: &Identity,
+) -> Result<Vec<IpAddr>, CniError> {
+    call.ipam()
+        .release_handle_with(&id.handle, &|| {
+            remove_ops(call, id, &inv.container_id).map_err(IpamError::from)
+        })
+        .map_err(ipam_error)
+}
+
+/// Takes the workload's record away on its own (an ADD that failed after writing it).
+fn remove_records(call: &Call<'_>, inv: &Invocation, id: &Identity) -> Result<(), CniError> {
+    let ops = remove_ops(call, id, &inv.container_id).map_err(|e| store_error(&call.url, &e))?;
+    call.store
+        .commit(&ops)
+        .map(|_| ())
+        .map_err(|e| store_error(&call.url, &e))
 }
 
 /// The ADD result: host side, workload side, the /32 (/128) addresses, default routes.

@@ -26,9 +26,13 @@ pub struct WorkloadPlumb<'a> {
 pub trait Plumbing {
     /// Whether a network namespace exists at `netns`.
     fn netns_exists(&self, netns: &Path) -> bool;
-    /// Makes the veth pair, addresses and routes; on failure leaves nothing behind. Returns the
-    /// MAC of the interface inside.
+    /// Makes the veth pair, addresses and routes inside; on failure leaves nothing behind.
+    /// Returns the MAC of the interface inside.
     fn add(&self, w: &WorkloadPlumb<'_>) -> Result<Option<String>, String>;
+    /// Adds the host's route to the workload's addresses, once the workload is recorded (a
+    /// concurrent ADD that planned the same address and lost must not have had a route to
+    /// lose).
+    fn route(&self, w: &WorkloadPlumb<'_>) -> Result<(), String>;
     /// Removes the host side (and with it the workload side); nothing there is not an error.
     fn del(&self, host_interface: &str) -> Result<(), String>;
     /// Checks the workload is plumbed as `add` left it.
@@ -65,6 +69,14 @@ impl Plumbing for FakePlumbing {
         }
         links.insert(w.host_interface.to_owned(), w.addresses.to_vec());
         Ok(Some("02:00:00:00:00:01".to_owned()))
+    }
+
+    fn route(&self, w: &WorkloadPlumb<'_>) -> Result<(), String> {
+        if lock(&self.links).contains_key(w.host_interface) {
+            Ok(())
+        } else {
+            Err(format!("no interface {}", w.host_interface))
+        }
     }
 
     fn del(&self, host_interface: &str) -> Result<(), String> {

@@ -44,6 +44,14 @@ pub struct AssignIpRequest {
     pub attrs: BTreeMap<String, String>,
 }
 
+/// An assignment decided but not yet written ([`Ipam::commit_planned`] writes it).
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// What it gives.
+    pub assigned: Assigned,
+    ops: Vec<Op>,
+}
+
 /// What an assignment gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assigned {
@@ -65,15 +73,42 @@ impl Ipam<'_> {
         let labels = node_labels(self.store, &req.node)?;
         self.retry(
             || format!("assigning an IPv{} address to {}", req.family, req.handle),
+            || match self.assign_once(req, &labels)? {
+                Attempt::Done(p) => self.commit(&p.ops, p.assigned),
+                Attempt::Raced => Ok(Attempt::Raced),
+            },
+        )
+    }
+
+    /// Decides an automatic assignment from one reading, without writing it.
+    pub fn plan_auto_assign(&self, req: &AssignRequest) -> Result<Planned, IpamError> {
+        let labels = node_labels(self.store, &req.node)?;
+        self.retry(
+            || format!("planning an IPv{} address for {}", req.family, req.handle),
             || self.assign_once(req, &labels),
         )
+    }
+
+    /// Writes a planned assignment together with `extra` (the caller's record of what the
+    /// address is for) as one commit. `Ok(false)`: another writer changed what the plan read
+    /// (or what `extra` compares); nothing was written, plan again.
+    pub fn commit_planned(&self, planned: &Planned, extra: &[Op]) -> Result<bool, IpamError> {
+        let mut ops = planned.ops.clone();
+        ops.extend_from_slice(extra);
+        if ops.is_empty() {
+            return Ok(true);
+        }
+        match self.commit(&ops, ())? {
+            Attempt::Done(()) => Ok(true),
+            Attempt::Raced => Ok(false),
+        }
     }
 
     fn assign_once(
         &self,
         req: &AssignRequest,
         node_labels: &BTreeMap<String, String>,
-    ) -> Result<Attempt<Assigned>, IpamError> {
+    ) -> Result<Attempt<Planned>, IpamError> {
         let snap = Snapshot::read(self.store)?;
         let candidates = snap.candidates(&Filter {
             family: req.family,
@@ -115,7 +150,10 @@ impl Ipam<'_> {
                 pool,
                 borrowed: false,
             };
-            return self.commit(&ops, done);
+            return Ok(Attempt::Done(Planned {
+                ops,
+                assigned: done,
+            }));
         }
 
         // 2. Claim a new block, unless the node holds as many as it may.
@@ -165,7 +203,10 @@ impl Ipam<'_> {
                         pool: pool.name.clone(),
                         borrowed: false,
                     };
-                    return self.commit(&ops, done);
+                    return Ok(Attempt::Done(Planned {
+                        ops,
+                        assigned: done,
+                    }));
                 }
             }
         }
@@ -194,7 +235,10 @@ impl Ipam<'_> {
                     pool,
                     borrowed: true,
                 };
-                return self.commit(&ops, done);
+                return Ok(Attempt::Done(Planned {
+                    ops,
+                    assigned: done,
+                }));
             }
         }
 
@@ -235,7 +279,32 @@ impl Ipam<'_> {
                 .entered();
         self.retry(
             || format!("assigning {ip} to {}", req.handle),
-            || {
+            || match self.assign_ip_once(ip, req)? {
+                Attempt::Done(p) => self.commit(&p.ops, p.assigned),
+                Attempt::Raced => Ok(Attempt::Raced),
+            },
+        )
+    }
+
+    /// Decides the assignment of one given address from one reading, without writing it.
+    pub fn plan_assign_ip(&self, req: &AssignIpRequest) -> Result<Planned, IpamError> {
+        let ip = req.ip.ok_or_else(|| IpamError::BadPool {
+            pool: String::new(),
+            reason: "no address given".to_owned(),
+        })?;
+        self.retry(
+            || format!("planning {ip} for {}", req.handle),
+            || self.assign_ip_once(ip, req),
+        )
+    }
+
+    fn assign_ip_once(
+        &self,
+        ip: IpAddr,
+        req: &AssignIpRequest,
+    ) -> Result<Attempt<Planned>, IpamError> {
+        {
+            {
                 let snap = Snapshot::read(self.store)?;
                 let pool = snap.pool_of(ip).ok_or_else(|| IpamError::OutsidePools {
                     ip,
@@ -260,9 +329,12 @@ impl Ipam<'_> {
                         match block.allocate_ip(ip, &req.handle, &req.attrs) {
                             Ok(()) => {}
                             Err(TakeError::Taken(a)) if a.handle == req.handle => {
-                                return Ok(Attempt::Done(done(
-                                    block.affinity.as_deref() != Some(req.node.as_str()),
-                                )));
+                                return Ok(Attempt::Done(Planned {
+                                    ops: Vec::new(),
+                                    assigned: done(
+                                        block.affinity.as_deref() != Some(req.node.as_str()),
+                                    ),
+                                }));
                             }
                             Err(TakeError::Taken(a)) => {
                                 return Err(IpamError::AlreadyAllocated {
@@ -279,7 +351,10 @@ impl Ipam<'_> {
                         }
                         let borrowed = block.affinity.as_deref() != Some(req.node.as_str());
                         let ops = vec![update(&entry, &block), self.handle_op(&req.handle, cidr)?];
-                        self.commit(&ops, done(borrowed))
+                        Ok(Attempt::Done(Planned {
+                            ops,
+                            assigned: done(borrowed),
+                        }))
                     }
                     None => {
                         let mut block = Block::new(cidr, Some(req.node.clone()));
@@ -305,11 +380,14 @@ impl Ipam<'_> {
                             },
                             self.handle_op(&req.handle, cidr)?,
                         ];
-                        self.commit(&ops, done(false))
+                        Ok(Attempt::Done(Planned {
+                            ops,
+                            assigned: done(false),
+                        }))
                     }
                 }
-            },
-        )
+            }
+        }
     }
 
     /// The write that records one more address of `handle` in block `cidr`.

@@ -30,10 +30,18 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tabby_store::{Datastore, Entry, Op, StoreError};
 
-pub use crate::assign::{AssignIpRequest, AssignRequest, Assigned};
+pub use crate::assign::{AssignIpRequest, AssignRequest, Assigned, Planned};
 pub use crate::error::IpamError;
 pub use crate::release::Released;
 pub use crate::report::{BlockUsage, CheckReport, IpInfo, Leak, PoolUsage, Usage};
+
+/// Allocation attribute: when it was made, in Unix seconds (set by the CNI plugin).
+pub const ATTR_TIMESTAMP: &str = "timestamp";
+
+/// How long an allocation whose endpoint is missing counts as an ADD still in flight rather
+/// than a leak (`check`). The CNI plugin writes allocation and record in one commit except
+/// when it lost a race for the address; then the record follows within milliseconds.
+pub const LEAK_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Compare-and-swap attempts before giving up, as Calico's `datastoreRetries`.
 pub const RETRIES: u32 = 100;

@@ -29,12 +29,23 @@ impl Ipam<'_> {
     /// Frees every address `handle` holds and forgets the handle; returns the addresses.
     /// Releasing a handle that holds nothing succeeds with nothing (a repeated DEL).
     pub fn release_handle(&self, handle: &str) -> Result<Vec<IpAddr>, IpamError> {
+        self.release_handle_with(handle, &|| Ok(Vec::new()))
+    }
+
+    /// Like [`Ipam::release_handle`], writing `extra()` (read afresh on every attempt: the
+    /// caller's record of what the addresses were for, taken away) in the same commit.
+    pub fn release_handle_with(
+        &self,
+        handle: &str,
+        extra: &dyn Fn() -> Result<Vec<Op>, IpamError>,
+    ) -> Result<Vec<IpAddr>, IpamError> {
         let _span = tracing::info_span!("ipam_release", %handle).entered();
         self.retry(
             || format!("releasing handle {handle}"),
             || {
+                let extra = extra()?;
                 let Some(h_entry) = self.store.get(&handle_key(handle))? else {
-                    return Ok(Attempt::Done(Vec::new()));
+                    return self.commit(&extra, Vec::new());
                 };
                 let h: Handle = decode(&h_entry)?;
                 let mut ops = Vec::new();
@@ -58,6 +69,7 @@ impl Ipam<'_> {
                     key: h_entry.key.clone(),
                     expect: Some(h_entry.mod_revision),
                 });
+                ops.extend(extra);
                 self.commit(&ops, freed.clone())
             },
         )

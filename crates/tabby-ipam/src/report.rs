@@ -98,6 +98,9 @@ pub struct CheckReport {
     pub endpoints: usize,
     /// Allocations whose workload endpoint is gone or does not hold the address.
     pub leaked: Vec<Leak>,
+    /// Allocations without their endpoint yet, made less than [`crate::LEAK_GRACE`] ago: an
+    /// ADD in flight, not a leak.
+    pub pending: Vec<Leak>,
     /// Blocks affine to nodes that no longer exist: `(block, node)`.
     pub orphaned_blocks: Vec<(String, String)>,
     /// Anything else inconsistent: one line each.
@@ -190,9 +193,19 @@ impl Ipam<'_> {
     ///
     /// An allocation is leaked when its `workloadEndpoint` attribute (`namespace/name`) names
     /// an endpoint (a WorkloadEndpoint, or a Pod with its addresses in its status) that does
-    /// not exist or does not hold the address. An allocation without
+    /// not exist or does not hold the address, and it was made (its `timestamp` attribute)
+    /// at least [`crate::LEAK_GRACE`] ago or at an unknown time; a younger one is pending. An allocation without
     /// that attribute is assumed valid, as Calico's GC assumes.
     pub fn check(&self) -> Result<CheckReport, IpamError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.check_at(now)
+    }
+
+    /// [`Ipam::check`] as of `now` (Unix seconds): allocations younger than
+    /// [`crate::LEAK_GRACE`] without their endpoint are pending, not leaked.
+    pub fn check_at(&self, now: u64) -> Result<CheckReport, IpamError> {
         let snap = Snapshot::read(self.store)?;
         let blocks = blocks(self)?;
         let mut report = CheckReport::default();
@@ -304,12 +317,22 @@ impl Ipam<'_> {
                         Some(_) => None,
                     };
                     if let Some(reason) = reason {
-                        report.leaked.push(Leak {
+                        let leak = Leak {
                             ip,
                             handle: a.handle.clone(),
                             sequence: a.sequence,
                             reason,
-                        });
+                        };
+                        let made = a
+                            .attrs
+                            .get(crate::ATTR_TIMESTAMP)
+                            .and_then(|t| t.parse::<u64>().ok());
+                        match made {
+                            Some(t) if now.saturating_sub(t) < crate::LEAK_GRACE.as_secs() => {
+                                report.pending.push(leak);
+                            }
+                            _ => report.leaked.push(leak),
+                        }
                     }
                 }
             }

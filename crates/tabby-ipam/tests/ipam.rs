@@ -308,6 +308,22 @@ fn check_finds_leaks_and_blocks_of_nodes_that_are_gone() {
     assert_eq!(report.orphaned_blocks[0].1, "n-gone");
     assert!(report.conflicts.is_empty(), "{:?}", report.conflicts);
 
+    // An allocation made moments ago whose endpoint is not there yet is an ADD in flight:
+    // pending, not leaked, until the grace period has passed.
+    let mut r = req("in-flight", "n1");
+    r.attrs
+        .insert("workloadEndpoint".into(), "ns/in-flight".into());
+    r.attrs
+        .insert(tabby_ipam::ATTR_TIMESTAMP.into(), "1000000".into());
+    let in_flight = ipam.auto_assign(&r).unwrap();
+    let report = ipam.check_at(1_000_005).unwrap();
+    assert_eq!(report.leaked.len(), 1, "{report:?}");
+    assert_eq!(report.pending.len(), 1, "{report:?}");
+    assert_eq!(report.pending[0].ip, in_flight.ip);
+    let later = 1_000_000 + tabby_ipam::LEAK_GRACE.as_secs();
+    assert_eq!(ipam.check_at(later).unwrap().leaked.len(), 2);
+    ipam.release_handle("in-flight").unwrap();
+
     ipam.release_ip(gone.ip, Some(report.leaked[0].sequence))
         .unwrap();
     ipam.release_handle("old-node").unwrap();

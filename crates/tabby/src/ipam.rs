@@ -111,6 +111,12 @@ pub(crate) fn run(datastore: Option<&str>, cmd: &IpamCommand) -> Result<ExitCode
                             l.ip, l.handle, l.sequence, l.reason
                         ));
                     }
+                    for l in &report.pending {
+                        text.push_str(&format!(
+                            "pending: {} (handle {}): {}, but it was allocated moments ago (an ADD in flight)\n",
+                            l.ip, l.handle, l.reason
+                        ));
+                    }
                     for (block, node) in &report.orphaned_blocks {
                         text.push_str(&format!(
                             "orphaned block: {block} is affine to node {node:?}, which does not exist\n"

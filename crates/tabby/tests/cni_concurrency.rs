@@ -1,8 +1,10 @@
 //! 64 CNI ADDs at once from separate processes, as a kubelet does when a node fills up, into
 //! one host namespace and one SQLite datastore: 64 distinct addresses, 64 endpoints and veths,
-//! nothing lost; then 64 DELs at once release everything and `ipam check` stays clean. Also
-//! the bad-input cases through the real binary: each gets its CNI code and leaves no veth and
-//! no allocation behind.
+//! nothing lost, and `ipam check` run while they are in flight never calls one leaked; then
+//! 64 DELs at once release everything and `ipam check` stays clean. Also the bad-input cases
+//! through the real binary: each gets its CNI code and leaves no veth and no allocation
+//! behind; and workloads outside Kubernetes (no `K8S_POD_NAME`, as a plain CNI runtime calls)
+//! reach each other through their network's profile with the agent enforcing.
 //!
 //! Needs root. Without it the test says it was skipped; under `CI=true` that is a failure.
 
@@ -14,7 +16,9 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use support::{NODE, TABBY, datastore, host_namespace, ipam_state, workload_links};
+use support::{
+    NODE, TABBY, datastore, host_namespace, ipam_state, start_agent, tabby, text, workload_links,
+};
 use tabby_dataplane::NetNs;
 use tabby_test_util::ScratchDir;
 use tabby_test_util::root_or_skip as is_root;
@@ -92,6 +96,18 @@ fn sixty_four_concurrent_adds_and_dels() {
             )
         })
         .collect();
+    // `ipam check` while the ADDs are in flight: an address taken for an endpoint not yet
+    // written is an ADD under way, never a leak.
+    let mut adds = adds;
+    let mut checks = 0;
+    while adds.iter_mut().any(|c| matches!(c.try_wait(), Ok(None))) {
+        let out = tabby(&db, &["ipam", "check", "-o", "json"], "");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("ipam check: {e}: {}", text(&out)));
+        assert_eq!(v["leaked"], serde_json::json!([]), "{v}");
+        checks += 1;
+    }
+    assert!(checks > 0, "the check never ran while ADDs were in flight");
     let mut ips = BTreeSet::new();
     for child in adds {
         let (ok, v, all) = finish(child);
@@ -192,4 +208,104 @@ fn bad_input_through_the_binary_gets_its_code_and_leaves_nothing() {
         ));
         assert!(ok, "{all}");
     }
+}
+
+/// Pings `to` from inside `from` (busybox's ping: deps.sh installs it for podman; the host
+/// may have no other).
+fn ping(from: &NetNs, to: IpAddr) -> bool {
+    Command::new("nsenter")
+        .arg(format!("--net={}", from.path().display()))
+        .args([
+            "/bin/busybox",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            &to.to_string(),
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn workloads_outside_kubernetes_reach_each_other_through_their_networks_profile() {
+    if !is_root("workloads_outside_kubernetes_reach_each_other_through_their_networks_profile") {
+        return;
+    }
+    let dir = ScratchDir::new("cni-plain");
+    let db = datastore(&dir, "10.66.0.0/24");
+    let host = host_namespace("tbcp-host");
+    let _agent = start_agent(&host, &db, &dir);
+    let conf = conf(&db);
+    let a = NetNs::new("tbcp-a").expect("namespace");
+    let b = NetNs::new("tbcp-b").expect("namespace");
+    let mut ips = Vec::new();
+    for (cid, ns) in [("plain-a", &a), ("plain-b", &b)] {
+        let (ok, v, all) = finish(cni(
+            &host,
+            "ADD",
+            cid,
+            &ns.path().display().to_string(),
+            "",
+            &conf,
+        ));
+        assert!(ok, "{all}");
+        let address = v["ips"][0]["address"].as_str().expect("an address");
+        ips.push(
+            address
+                .trim_end_matches("/32")
+                .parse::<IpAddr>()
+                .expect("an IP"),
+        );
+    }
+    let profile = tabby(
+        &db,
+        &["get", "profile", "k8s-pod-network", "-o", "json"],
+        "",
+    );
+    assert!(profile.status.success(), "{}", text(&profile));
+    // No policy selects them, so their profile decides: members of the network reach each
+    // other (without it the agent would drop everything: an endpoint with no profile).
+    let start = std::time::Instant::now();
+    while !(ping(&a, ips[1]) && ping(&b, ips[0])) {
+        if start.elapsed() > support::DEADLINE {
+            let nft = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    host.name(),
+                    "nft",
+                    "list",
+                    "table",
+                    "inet",
+                    "tabby",
+                ])
+                .output()
+                .expect("nft");
+            panic!(
+                "plain workloads {ips:?} cannot reach each other; the host's table:\n{}",
+                text(&nft)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (in_use, clean, report) = ipam_state(&db);
+    assert_eq!(in_use, 2);
+    assert!(clean, "{report}");
+    for (cid, ns) in [("plain-a", &a), ("plain-b", &b)] {
+        let (ok, _, all) = finish(cni(
+            &host,
+            "DEL",
+            cid,
+            &ns.path().display().to_string(),
+            "",
+            &conf,
+        ));
+        assert!(ok, "{all}");
+    }
+    assert!(workload_links(&host).is_empty());
+    let (in_use, clean, report) = ipam_state(&db);
+    assert_eq!(in_use, 0);
+    assert!(clean, "{report}");
 }

@@ -18,7 +18,7 @@ use tabby_model::{Kind, Object, ObjectMeta, Resource, stored};
 use tabby_store::{Entry, Key, Op, StoreError};
 
 use super::{Call, Identity, store_error};
-use crate::protocol::{CniError, Invocation, code};
+use crate::protocol::{CniError, Invocation};
 
 /// Pod annotation naming the container whose addresses the Pod carries (Calico's).
 pub const ANNOTATION_CONTAINER_ID: &str = "cni.projectcalico.org/containerID";
@@ -26,10 +26,6 @@ pub const ANNOTATION_CONTAINER_ID: &str = "cni.projectcalico.org/containerID";
 pub const ANNOTATION_POD_IP: &str = "cni.projectcalico.org/podIP";
 /// Pod annotation with every address as CIDRs, comma-separated (Calico's).
 pub const ANNOTATION_POD_IPS: &str = "cni.projectcalico.org/podIPs";
-
-/// How often a write that lost a compare-and-swap against another writer of the same Pod
-/// (a relabel) is tried again.
-const POD_RETRIES: usize = 20;
 
 /// A stored Pod as read: its entry (for the revision) and its object.
 pub(super) type PodEntry = (Entry, Object<PodSpec>);
@@ -70,6 +66,7 @@ pub(super) fn record_op(
     call: &Call<'_>,
     inv: &Invocation,
     id: &Identity,
+    network: &str,
     addresses: &[IpAddr],
     mac: Option<&str>,
     pod: Option<&PodEntry>,
@@ -112,7 +109,15 @@ pub(super) fn record_op(
             expect: Some(entry.mod_revision),
         };
     }
-    let wep = endpoint(inv, id, &call.node, addresses, mac, pod.map(|(_, p)| p));
+    let wep = endpoint(
+        inv,
+        id,
+        network,
+        &call.node,
+        addresses,
+        mac,
+        pod.map(|(_, p)| p),
+    );
     let s = stored::encode(&wep);
     Op::Put {
         key: Key::new(s.kind, s.namespace, s.name),
@@ -130,50 +135,91 @@ fn status_map(status: Option<Value>) -> Map<String, Value> {
 pub(super) fn raced(e: &StoreError) -> bool {
     matches!(
         e.root(),
-        StoreError::Conflict { .. } | StoreError::NotFound { .. }
+        StoreError::Conflict { .. }
+            | StoreError::NotFound { .. }
+            | StoreError::AlreadyExists { .. }
     )
 }
 
-/// Takes this container's addresses off its Pod (when the Pod carries them), as Calico does
-/// when it deletes a Kubernetes-datastore endpoint. A Pod another container (or nobody)
-/// recorded is left alone.
-pub(super) fn clear_pod(call: &Call<'_>, inv: &Invocation, id: &Identity) -> Result<(), CniError> {
-    for _ in 0..POD_RETRIES {
-        let Some((entry, mut p)) = pod_entry(call, id)? else {
-            return Ok(());
+/// The write that takes this container's addresses off its Pod (when the Pod carries them),
+/// as Calico does when it deletes a Kubernetes-datastore endpoint. A Pod another container
+/// (or nobody) recorded is left alone.
+fn clear_pod_op(
+    call: &Call<'_>,
+    id: &Identity,
+    container_id: &str,
+) -> Result<Option<Op>, StoreError> {
+    if !id.is_k8s {
+        return Ok(None);
+    }
+    let key = Key::new(Kind::Pod.info().store_name, &id.namespace, &id.pod);
+    let Some(entry) = call.store.get(&key)? else {
+        return Ok(None);
+    };
+    let Ok(Resource::Pod(mut p)) =
+        stored::decode(&entry.key.kind, &entry.value, entry.mod_revision)
+    else {
+        return Ok(None);
+    };
+    if p.metadata
+        .annotations
+        .get(ANNOTATION_CONTAINER_ID)
+        .map(String::as_str)
+        != Some(container_id)
+    {
+        return Ok(None);
+    }
+    for a in [
+        ANNOTATION_CONTAINER_ID,
+        ANNOTATION_POD_IP,
+        ANNOTATION_POD_IPS,
+    ] {
+        p.metadata.annotations.remove(a);
+    }
+    let mut status = status_map(p.status.take());
+    status.remove("podIP");
+    status.remove("podIPs");
+    p.status = (!status.is_empty()).then(|| status.into());
+    let s = stored::encode(&Resource::Pod(p));
+    Ok(Some(Op::Update {
+        key: entry.key.clone(),
+        value: s.json,
+        expect: Some(entry.mod_revision),
+    }))
+}
+
+/// The writes that take a workload's record away: its WorkloadEndpoint if it is this
+/// container's (a newer pod of the same name keeps its own), and its Pod's addresses if the
+/// Pod names this container. Read afresh on every call, for a compare-and-swap commit.
+pub(super) fn remove_ops(
+    call: &Call<'_>,
+    id: &Identity,
+    container_id: &str,
+) -> Result<Vec<Op>, StoreError> {
+    let mut ops = Vec::new();
+    let key = Key::new(
+        Kind::WorkloadEndpoint.info().store_name,
+        &id.namespace,
+        &id.wep_name,
+    );
+    if let Some(entry) = call.store.get(&key)? {
+        let ours = match stored::decode(&entry.key.kind, &entry.value, entry.mod_revision) {
+            Ok(Resource::WorkloadEndpoint(w)) => w
+                .spec
+                .container_id
+                .as_deref()
+                .is_none_or(|c| c == container_id),
+            _ => true,
         };
-        if p.metadata.annotations.get(ANNOTATION_CONTAINER_ID) != Some(&inv.container_id) {
-            return Ok(());
-        }
-        for a in [
-            ANNOTATION_CONTAINER_ID,
-            ANNOTATION_POD_IP,
-            ANNOTATION_POD_IPS,
-        ] {
-            p.metadata.annotations.remove(a);
-        }
-        let mut status = status_map(p.status.take());
-        status.remove("podIP");
-        status.remove("podIPs");
-        p.status = (!status.is_empty()).then(|| status.into());
-        let s = stored::encode(&Resource::Pod(p));
-        match call.store.commit(&[Op::Update {
-            key: entry.key.clone(),
-            value: s.json,
-            expect: Some(entry.mod_revision),
-        }]) {
-            Ok(_) => return Ok(()),
-            Err(e) if raced(&e) => {}
-            Err(e) => return Err(store_error(&call.url, &e)),
+        if ours {
+            ops.push(Op::Delete {
+                key,
+                expect: Some(entry.mod_revision),
+            });
         }
     }
-    Err(CniError::new(
-        code::TRY_AGAIN_LATER,
-        format!(
-            "Pod {}/{} kept changing while its addresses were taken off it",
-            id.namespace, id.pod
-        ),
-    ))
+    ops.extend(clear_pod_op(call, id, container_id)?);
+    Ok(ops)
 }
 
 /// The addresses a Pod records for container `container_id` (none when it records another).
@@ -198,49 +244,14 @@ pub(super) fn pod_ips(p: &Object<PodSpec>, container_id: &str) -> Vec<IpAddr> {
         .unwrap_or_default()
 }
 
-/// Deletes the workload endpoint if it is this container's (a newer pod of the same name
-/// keeps its own).
-pub(super) fn delete_endpoint(
-    call: &Call<'_>,
-    id: &Identity,
-    container_id: &str,
-) -> Result<(), CniError> {
-    let key = Key::new(
-        Kind::WorkloadEndpoint.info().store_name,
-        &id.namespace,
-        &id.wep_name,
-    );
-    let Some(entry) = call
-        .store
-        .get(&key)
-        .map_err(|e| store_error(&call.url, &e))?
-    else {
-        return Ok(());
-    };
-    let ours = match stored::decode(&entry.key.kind, &entry.value, entry.mod_revision) {
-        Ok(Resource::WorkloadEndpoint(w)) => w
-            .spec
-            .container_id
-            .as_deref()
-            .is_none_or(|c| c == container_id),
-        _ => true,
-    };
-    if !ours {
-        return Ok(());
-    }
-    match call.store.delete(&key, Some(entry.mod_revision)) {
-        Ok(_) => Ok(()),
-        Err(e) if matches!(e.root(), StoreError::NotFound { .. }) => Ok(()),
-        Err(e) => Err(store_error(&call.url, &e)),
-    }
-}
-
 /// The WorkloadEndpoint of a workload no Pod speaks for: labels, service account and named
 /// ports from its Pod when the datastore has one (a second interface). A Kubernetes pod gets
-/// its namespace's and service account's profiles.
+/// its namespace's and service account's profiles; any other workload its network's profile
+/// (named after the network, as Calico's CNI does outside Kubernetes).
 fn endpoint(
     inv: &Invocation,
     id: &Identity,
+    network: &str,
     node: &str,
     addresses: &[IpAddr],
     mac: Option<&str>,
@@ -277,7 +288,7 @@ fn endpoint(
             format!("ksa.{}.{sa}", id.namespace),
         ]
     } else {
-        Vec::new()
+        vec![network.to_owned()]
     };
     Resource::WorkloadEndpoint(Object {
         metadata: ObjectMeta {

@@ -371,3 +371,88 @@ fn gc_releases_what_is_not_valid_and_status_reports_pools() {
     let (ok, r) = empty.run(Mode::Network, "STATUS", "", "", &conf("1.1.0"));
     assert!(!ok && r["code"] == 50, "{r}");
 }
+
+#[test]
+fn an_add_and_a_del_are_one_commit_each() {
+    let f = Fixture::new(POOL);
+    let store = f.store();
+    // The first ADD on the node claims its block; the claim rides in the same commit.
+    for (cid, args) in [
+        ("c1", POD),
+        ("c2", "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=api"),
+        ("c3", "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=db"),
+    ] {
+        let before = store.revision().unwrap();
+        let (ok, r) = f.run(Mode::Network, "ADD", cid, args, &conf("1.0.0"));
+        assert!(ok, "{r}");
+        assert_eq!(store.revision().unwrap(), before + 1, "ADD {cid}");
+        let before = store.revision().unwrap();
+        let (ok, r) = f.run(Mode::Network, "DEL", cid, args, &conf("1.0.0"));
+        assert!(ok, "{r}");
+        assert_eq!(store.revision().unwrap(), before + 1, "DEL {cid}");
+    }
+    assert_eq!(f.in_use(), 0);
+}
+
+#[test]
+fn a_workload_outside_kubernetes_gets_its_networks_profile() {
+    let f = Fixture::new(POOL);
+    let store = f.store();
+    let profile_key = Key::new("Profile", "", "k8s-pod-network");
+    let before = store.revision().unwrap();
+    let (ok, r) = f.run(Mode::Network, "ADD", "plain1", "", &conf("1.0.0"));
+    assert!(ok, "{r}");
+    assert_eq!(
+        store.revision().unwrap(),
+        before + 1,
+        "the profile rides in the ADD's commit"
+    );
+    let e = store
+        .get(&Key::new("WorkloadEndpoint", "default", "cni-plain1"))
+        .unwrap()
+        .expect("endpoint");
+    let Resource::WorkloadEndpoint(w) = stored::decode(&e.key.kind, &e.value, 1).unwrap() else {
+        panic!("not an endpoint");
+    };
+    assert_eq!(w.spec.orchestrator.as_deref(), Some("cni"));
+    assert_eq!(w.spec.profiles, vec!["k8s-pod-network"]);
+    let p = store.get(&profile_key).unwrap().expect("profile made");
+    let v: Value = serde_json::from_str(&p.value).unwrap();
+    assert_eq!(v["spec"]["egress"][0]["action"], "Allow", "{v}");
+    assert_eq!(v["spec"]["ingress"][0]["action"], "Allow", "{v}");
+    assert_eq!(
+        v["spec"]["ingress"][0]["source"]["selector"], "has(k8s-pod-network)",
+        "{v}"
+    );
+    assert_eq!(v["spec"]["labelsToApply"]["k8s-pod-network"], "", "{v}");
+
+    // A profile that exists is never changed (a person may have edited it).
+    store
+        .update(
+            &profile_key,
+            r#"{"apiVersion":"projectcalico.org/v3","kind":"Profile","metadata":{"name":"k8s-pod-network"},"spec":{}}"#,
+            None,
+        )
+        .unwrap();
+    let (ok, r) = f.run(Mode::Network, "ADD", "plain2", "", &conf("1.0.0"));
+    assert!(ok, "{r}");
+    let v: Value = serde_json::from_str(&store.get(&profile_key).unwrap().unwrap().value).unwrap();
+    assert!(v["spec"].get("ingress").is_none(), "{v}");
+    // DEL leaves the profile (other workloads of the network use it).
+    for cid in ["plain1", "plain2"] {
+        let (ok, r) = f.run(Mode::Network, "DEL", cid, "", &conf("1.0.0"));
+        assert!(ok, "{r}");
+    }
+    assert!(store.get(&profile_key).unwrap().is_some());
+
+    // With a policy plugin configured (Calico's policy.type), none is made.
+    let g = Fixture::new(POOL);
+    let mut c = conf("1.0.0");
+    c["policy"] = json!({"type": "k8s"});
+    let (ok, r) = g.run(Mode::Network, "ADD", "plain3", "", &c);
+    assert!(ok, "{r}");
+    assert!(g.store().get(&profile_key).unwrap().is_none());
+    c["policy"] = json!("k8s");
+    let (ok, r) = g.run(Mode::Network, "ADD", "plain4", "", &c);
+    assert!(!ok && r["code"] == 7, "{r}");
+}
