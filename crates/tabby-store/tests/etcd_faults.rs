@@ -357,3 +357,39 @@ fn a_watcher_converges_after_the_whole_cluster_restarts() {
     assert_eq!(mirror.relists, 0);
     assert_eq!(mirror.watch.disconnected(), None, "connected again");
 }
+
+/// Two of three members stop: the one left has no leader, so its watch stream is cancelled
+/// (the client requires a leader) and the watch says it is cut off rather than wait quietly
+/// on a member that cannot know of new writes; once a second member returns it resumes.
+#[test]
+fn a_watch_on_a_member_without_quorum_reports_it_and_resumes() {
+    let mut etcd = EtcdFixture::start("quorum", 3);
+    let prefix = etcd.fresh_prefix();
+    let writer = open(&etcd.members().url(&prefix));
+    let mut mirror = Mirror::new(open(&etcd.members().member_url(0, &prefix)));
+    write_range(&*writer, 0..10, 1);
+    mirror.converge(&list(&*writer).0, Duration::from_secs(10));
+
+    etcd.cluster().kill(1);
+    etcd.cluster().kill(2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mirror.watch.disconnected().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the watch never reported the lost quorum"
+        );
+        assert!(
+            !mirror.step(Duration::from_millis(100)).expect("no error"),
+            "nothing to deliver"
+        );
+    }
+
+    etcd.cluster().restart(1).expect("restart");
+    etcd.cluster()
+        .wait_ready(Duration::from_secs(30))
+        .expect("quorum back");
+    write_range(&*writer, 5..15, 2);
+    mirror.converge(&list(&*writer).0, Duration::from_secs(30));
+    assert_eq!(mirror.relists, 0);
+    assert_eq!(mirror.watch.disconnected(), None);
+}
