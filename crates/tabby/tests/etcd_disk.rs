@@ -97,17 +97,20 @@ struct Writer {
     acked: BTreeMap<Key, String>,
     next: usize,
     unknown: usize,
+    /// A write whose outcome is unknown, to repeat.
+    pending: Option<(Key, String)>,
 }
 
 impl Writer {
     fn write(&mut self) -> bool {
-        let key = Key::new(
-            "WorkloadEndpoint",
-            "disk",
-            format!("wep-{}", self.next % 40),
-        );
-        let value = format!("{{\"n\":{}}}", self.next);
-        self.next += 1;
+        let (key, value) = self.pending.take().unwrap_or_else(|| {
+            let n = self.next;
+            self.next += 1;
+            (
+                Key::new("WorkloadEndpoint", "disk", format!("wep-{}", n % 40)),
+                format!("{{\"n\":{n}}}"),
+            )
+        });
         match self.store.commit(&[Op::Put {
             key: key.clone(),
             value: value.clone(),
@@ -116,9 +119,12 @@ impl Writer {
                 self.acked.insert(key, value);
                 true
             }
-            // A member dying under a request leaves its outcome unknown: not acknowledged.
+            // A member dying under a request leaves its outcome unknown: it may have been
+            // applied. The same put again settles it (a put is idempotent), so the next write
+            // repeats it.
             Err(_) => {
                 self.unknown += 1;
+                self.pending = Some((key, value));
                 false
             }
         }
@@ -190,6 +196,7 @@ fn one_member_on_a_broken_disk(
         acked: BTreeMap::new(),
         next: 0,
         unknown: 0,
+        pending: None,
     };
     writer.write_acked(20);
 
@@ -288,6 +295,7 @@ fn etcd_out_of_its_space_quota_refuses_writes_by_name_and_recovers() {
         acked: BTreeMap::new(),
         next: 0,
         unknown: 0,
+        pending: None,
     };
     let big = "x".repeat(20_000);
     let start = Instant::now();
