@@ -1,8 +1,10 @@
 //! Policy on a lab, end to end through the release binary: how long `tabby apply` of a policy
 //! takes to be enforced on a node, what 1,000 policies applying to two workloads cost their
 //! TCP throughput and 64-byte UDP packet rate (iperf3), and how long a new pod waits for its
-//! first allowed packet. Prints one JSON line per figure; needs root (it says so and prints
-//! nothing else without it); never fails on a slow machine.
+//! first allowed packet; and in a 5-node BGP lab how long a new pod's route takes to reach
+//! every node's kernel (`TABBY_BENCH_ONLY_BGP=1` runs only that). Prints one JSON line per
+//! figure; needs root (it says so and prints nothing else without it); never fails on a slow
+//! machine.
 
 #[path = "../tests/support/lab.rs"]
 #[expect(
@@ -330,12 +332,145 @@ fn pod_to_first_packet(lab: &TestLab) {
     }
 }
 
+/// Netlink handles into each node's namespace, made once so that polling costs one dump.
+struct NodeRoutes {
+    rt: tokio::runtime::Runtime,
+    nodes: Vec<(String, std::net::IpAddr, tabby_dataplane::RtNetlink)>,
+}
+
+impl NodeRoutes {
+    fn new(lab: &TestLab) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("runtime");
+        let nodes = lab.state()["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| {
+                let netns = n["netns"].as_str().expect("netns");
+                let addr = n["address"].as_str().expect("address").parse().expect("ip");
+                let nl = rt.block_on(async {
+                    tabby_dataplane::RtNetlink::in_netns(&netns_path(netns)).expect("netlink")
+                });
+                (n["name"].as_str().expect("name").to_owned(), addr, nl)
+            })
+            .collect();
+        Self { rt, nodes }
+    }
+
+    /// Whether node `i` has a tabby route to `addr`: through `via`, or (`via` None) a local one.
+    fn has(&self, i: usize, addr: std::net::IpAddr, via: Option<std::net::IpAddr>) -> bool {
+        use tabby_dataplane::Netlink as _;
+        let routes = self
+            .rt
+            .block_on(self.nodes[i].2.tabby_routes())
+            .unwrap_or_default();
+        routes
+            .iter()
+            .filter(|r| r.dst.contains(&addr))
+            .max_by_key(|r| r.dst.prefix_len())
+            .is_some_and(|r| r.gateway == via)
+    }
+}
+
+/// In a 5-node BGP lab (full mesh, or with `reflectors` route reflectors): a new pod on one node, from `lab load --no-wait` returning (the pod
+/// is plumbed and in the datastore) to its route in its own node's kernel and in every other
+/// node's (learned over BGP, proto 116). Routes are per-workload /32s until IPAM blocks are
+/// advertised.
+fn bgp_pod_to_routes(reflectors: usize) {
+    const PODS: usize = 40;
+    let lab = TestLab::up_with(
+        "bg",
+        &[
+            "--nodes",
+            "5",
+            "--route-reflectors",
+            &reflectors.to_string(),
+        ],
+    );
+    let topology = if reflectors == 0 {
+        "bgp mesh".to_owned()
+    } else {
+        format!("bgp, {reflectors} route reflector(s)")
+    };
+    let routes = NodeRoutes::new(&lab);
+    lab.load(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: r}\n",
+        false,
+    );
+    let mut local_ms = Vec::new();
+    let mut everywhere_ms = Vec::new();
+    let mut missed = 0;
+    for i in 0..PODS {
+        let host = i % routes.nodes.len();
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: r}}\nspec: {{nodeName: {}, containers: [{{name: c}}]}}\n",
+            routes.nodes[host].0
+        );
+        let out = lab.run(&["load", "--no-wait", "-f", "-"], &pod);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let start = Instant::now();
+        let addr: std::net::IpAddr = lab.state()["workloads"][format!("r/p{i}")]["addresses"][0]
+            .as_str()
+            .expect("address")
+            .parse()
+            .expect("ip");
+        let via = routes.nodes[host].1;
+        let mut pending: Vec<usize> = (0..routes.nodes.len()).collect();
+        let mut local = None;
+        while !pending.is_empty() && start.elapsed() < Duration::from_secs(10) {
+            pending.retain(|&n| {
+                let want = if n == host { None } else { Some(via) };
+                if routes.has(n, addr, want) {
+                    if n == host {
+                        local = Some(start.elapsed());
+                    }
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        if pending.is_empty() {
+            everywhere_ms.push(ms(start.elapsed()));
+            local_ms.extend(local.map(ms));
+        } else {
+            missed += 1;
+        }
+    }
+    for (figure, mut samples) in [
+        ("bgp_pod_to_local_route_ms", local_ms),
+        ("bgp_pod_to_routes_on_every_node_ms", everywhere_ms),
+    ] {
+        if samples.is_empty() {
+            continue;
+        }
+        emit(&json!({
+            "bench": "lab", "figure": figure, "nodes": 5, "routing": topology,
+            "routes": "per-workload /32", "pods": samples.len(), "missed": missed,
+            "p50": percentile(&mut samples, 0.5), "p99": percentile(&mut samples, 0.99),
+            "max": percentile(&mut samples, 1.0),
+        }));
+    }
+}
+
 fn main() {
     if !std::fs::metadata("/proc/self").is_ok_and(|m| {
         use std::os::unix::fs::MetadataExt as _;
         m.uid() == 0
     }) {
         emit(&json!({"bench": "lab", "skipped": "needs root"}));
+        return;
+    }
+    if std::env::var_os("TABBY_BENCH_ONLY_BGP").is_some() {
+        bgp_pod_to_routes(0);
+        bgp_pod_to_routes(1);
         return;
     }
     let lab = TestLab::up("bn", 2);
@@ -349,4 +484,7 @@ fn main() {
     apply_to_enforcement(&lab, &datastore, &node2);
     pod_to_first_packet(&lab);
     throughput(&lab, &datastore);
+    drop(lab);
+    bgp_pod_to_routes(0);
+    bgp_pod_to_routes(1);
 }
