@@ -189,7 +189,8 @@ impl Lab {
         Ok(())
     }
 
-    /// Starts a node's agent (after [`Lab::kill_agent`]) and waits until it is ready.
+    /// Starts a node's agent (after [`Lab::kill_agent`]) and waits until it is ready and,
+    /// under BGP, until its sessions are Established again.
     pub fn start_agent(&mut self, node: &str) -> Result<(), LabError> {
         let n = self.node(node)?.clone();
         let dir = self.dir();
@@ -198,7 +199,8 @@ impl Lab {
             slot.agent_pid = pid;
         }
         self.file.save(&self.state)?;
-        agent_http::wait_ready(std::slice::from_ref(&n), std::time::Duration::from_secs(30))
+        agent_http::wait_ready(std::slice::from_ref(&n), std::time::Duration::from_secs(30))?;
+        routing::wait_sessions(&self.state, routing::SESSIONS_UP)
     }
 
     fn node(&self, name: &str) -> Result<&NodeState, LabError> {

@@ -341,6 +341,15 @@ impl Lab {
         Ok(())
     }
 
+    /// The top-of-rack router's own view of its BGP sessions (its daemon's CLI output), if
+    /// the lab has one.
+    pub fn tor_sessions(&self) -> Result<Option<String>, LabError> {
+        match &self.state.tor {
+            Some(t) => crate::tor::sessions(&self.state.name, t, &self.dir()).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// The next hops of the top-of-rack router's kernel route to `addr` (none without a
     /// router, or without a route).
     pub fn tor_next_hops(&self, addr: IpAddr) -> Result<Vec<IpAddr>, LabError> {

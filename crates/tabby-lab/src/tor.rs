@@ -90,6 +90,8 @@ pub const TOR_AS: u32 = 65000;
 pub(crate) const TOR_HOST: u8 = 254;
 /// Where gobgpd's API listens, inside the router's namespace.
 const GOBGP_API: &str = "127.0.0.1:50051";
+/// Its port, for the `gobgp` client.
+const GOBGP_PORT: &str = "50051";
 /// How long the daemon gets to start.
 const DAEMON_READY: Duration = Duration::from_secs(10);
 
@@ -361,6 +363,51 @@ fn make_frr_pathspace(space: &Path) -> Result<(), LabError> {
             ),
         })
     }
+}
+
+/// The router's own view of its sessions, as its daemon's CLI prints it (`birdc show
+/// protocols`, `gobgp neighbor`, `vtysh ... show bgp summary`).
+pub(crate) fn sessions(lab: &str, tor: &TorState, dir: &Path) -> Result<String, LabError> {
+    let space = frr_space(lab);
+    let ctl = dir.join("tor").join("bird.ctl");
+    let (program, args): (&str, Vec<&OsStr>) = match tor.daemon {
+        TorDaemon::Bird => (
+            "birdc",
+            vec![
+                OsStr::new("-s"),
+                ctl.as_os_str(),
+                OsStr::new("show protocols"),
+            ],
+        ),
+        TorDaemon::Gobgp => (
+            "gobgp",
+            ["-u", "127.0.0.1", "-p", GOBGP_PORT, "neighbor"]
+                .map(OsStr::new)
+                .to_vec(),
+        ),
+        TorDaemon::Frr => (
+            "vtysh",
+            ["-N", &space, "-d", "bgpd", "-c", "show bgp summary"]
+                .map(OsStr::new)
+                .to_vec(),
+        ),
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdin(Stdio::null());
+    let path = Path::new(NETNS_DIR).join(&tor.netns);
+    let out = tabby_dataplane::netns::run_in(&path, move || cmd.output())?.map_err(|error| {
+        LabError::Spawn {
+            what: format!("{program} (the router's CLI)"),
+            error,
+        }
+    })?;
+    let mut text = String::from_utf8_lossy(&out.stdout)
+        .trim_start_matches('\n')
+        .to_owned();
+    if !out.status.success() {
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(text)
 }
 
 /// The routes in the router's kernel: (destination, gateways; several for a multipath

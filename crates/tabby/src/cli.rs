@@ -342,7 +342,9 @@ Example:
     /// Show a lab's nodes (agent running and ready?), their BGP peers and the workloads.
     #[command(after_help = "\
 Under BGP every node's peers are listed as `tabby node status` shows them (from the agent's
-/status): address, AS, type, state, time in state, prefixes received and advertised.")]
+/status): address, AS, type, state, time in state, prefixes received and advertised. A lab with
+--tor also shows the router's own view of its sessions (birdc show protocols, gobgp neighbor,
+or vtysh show bgp summary).")]
     Status {
         #[command(flatten)]
         lab: LabName,

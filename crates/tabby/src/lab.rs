@@ -408,7 +408,7 @@ fn status(lab: &Lab) -> String {
     }
     if let (Some(tor), Some(n)) = (&s.tor, health.tor_processes) {
         text.push_str(&format!(
-            "top-of-rack router: {tor}, {} (tabby lab exec --name {} tor -- ip route)\n\n",
+            "top-of-rack router: {tor}, {} (tabby lab exec --name {} tor -- ip route)\n",
             if n == 0 {
                 "its daemon is not running".to_owned()
             } else {
@@ -416,6 +416,14 @@ fn status(lab: &Lab) -> String {
             },
             s.name
         ));
+        match lab.tor_sessions() {
+            Ok(Some(sessions)) if n > 0 => {
+                text.push_str(&sessions);
+            }
+            Ok(_) => {}
+            Err(err) => text.push_str(&format!("(its sessions cannot be read: {err})\n")),
+        }
+        text.push('\n');
     }
     if workload_rows.is_empty() {
         text.push_str("no workloads yet (tabby lab load)\n");

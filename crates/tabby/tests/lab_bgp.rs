@@ -301,7 +301,8 @@ fn tor_next_hops(lab: &TestLab, addr: &str) -> Vec<String> {
 /// A lab with a `daemon` router: it learns both nodes' pods over eBGP, reaches them from
 /// outside the cluster, drops a removed pod's route, and `lab down` stops the daemon even
 /// when the lab's state file is gone (as after a crash).
-fn tor_lab(tag: &str, daemon: &str, tools: &[&str]) {
+/// `sessions`: a line of the daemon's own session view that `lab status` must show.
+fn tor_lab(tag: &str, daemon: &str, tools: &[&str], sessions: &str) {
     for tool in tools {
         let found = std::process::Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -316,6 +317,10 @@ fn tor_lab(tag: &str, daemon: &str, tools: &[&str]) {
             "top-of-rack router: {daemon} on 172.30.0.254 (AS 65000)"
         )),
         "{status}"
+    );
+    assert!(
+        status.contains(sessions),
+        "the router's sessions in {status}"
     );
     for i in 1..=2 {
         let st = node_status(&lab, &format!("node-{i}"));
@@ -390,7 +395,7 @@ fn tor_lab(tag: &str, daemon: &str, tools: &[&str]) {
 #[test]
 fn a_bird_tor_learns_the_workloads_over_ebgp_and_reaches_them() {
     if tabby_test_util::root_or_skip("a_bird_tor_learns_the_workloads_over_ebgp_and_reaches_them") {
-        tor_lab("tb", "bird", &["bird", "birdc"]);
+        tor_lab("tb", "bird", &["bird", "birdc"], "node_2     BGP");
     }
 }
 
@@ -398,13 +403,18 @@ fn a_bird_tor_learns_the_workloads_over_ebgp_and_reaches_them() {
 fn a_gobgp_tor_learns_the_workloads_over_ebgp_and_reaches_them() {
     if tabby_test_util::root_or_skip("a_gobgp_tor_learns_the_workloads_over_ebgp_and_reaches_them")
     {
-        tor_lab("tg", "gobgp", &["gobgpd", "gobgp"]);
+        tor_lab("tg", "gobgp", &["gobgpd", "gobgp"], "172.30.0.12 64512");
     }
 }
 
 #[test]
 fn an_frr_tor_learns_the_workloads_over_ebgp_and_reaches_them() {
     if tabby_test_util::root_or_skip("an_frr_tor_learns_the_workloads_over_ebgp_and_reaches_them") {
-        tor_lab("tf", "frr", &["/usr/lib/frr/bgpd", "/usr/lib/frr/zebra"]);
+        tor_lab(
+            "tf",
+            "frr",
+            &["/usr/lib/frr/bgpd", "/usr/lib/frr/zebra", "vtysh"],
+            "172.30.0.12     4      64512",
+        );
     }
 }
