@@ -72,7 +72,8 @@ pub mod workload;
 
 pub use crate::apply::{FakeNft, NftApply, NftCli, NftError, SetElementWriter};
 pub use crate::netlink::{
-    FakeNetlink, Netlink, NetlinkError, Route, RtNetlink, TABBY_ROUTE_PROTOCOL, WORKLOAD_HOST_MAC,
+    FakeNetlink, Netlink, NetlinkError, Route, RouteWrite, RtNetlink, TABBY_ROUTE_PROTOCOL,
+    WORKLOAD_HOST_MAC,
 };
 pub use crate::netns::{NetNs, NetnsError};
 pub use crate::nft::{Config, Counts, EndpointToHost, MARK_ACCEPT, MARK_PASS, NftTable, Script};

@@ -4,6 +4,7 @@
 //! Routes tabby writes carry [`TABBY_ROUTE_PROTOCOL`], so a restarted agent can tell its own
 //! routes from everyone else's without remembering anything.
 
+mod batch;
 mod fake;
 mod rt;
 
@@ -18,6 +19,8 @@ use ipnet::IpNet;
 
 pub use fake::{FakeLink, FakeNetlink};
 pub use rt::RtNetlink;
+
+use batch::RouteSocket;
 
 /// The route protocol number on every route tabby writes (`proto 116` in `ip route`; free in
 /// iproute2's `rt_protos`, unlike Calico's 80 or BIRD's 12, so they never mix).
@@ -55,7 +58,8 @@ pub enum NetlinkError {
     Invalid(String),
 }
 
-/// A route in the main table.
+/// A route in the main table. With neither `dev` nor `gateway` it is a blackhole route
+/// ([`Route::blackhole`]): traffic to the destination is dropped here.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Route {
     /// Destination.
@@ -69,6 +73,45 @@ pub struct Route {
     /// The gateway is on `dev` even though no address of `dev` covers it (a workload's
     /// default route via 169.254.1.1).
     pub onlink: bool,
+}
+
+impl Route {
+    /// A blackhole route: what a node holds for its own IPAM blocks, so that traffic to an
+    /// address of its block with no workload behind it stops here rather than following a
+    /// default route back out.
+    pub fn blackhole(dst: IpNet) -> Self {
+        Self {
+            dst,
+            dev: None,
+            gateway: None,
+            scope_link: false,
+            onlink: false,
+        }
+    }
+
+    /// Whether this is a blackhole route.
+    pub fn is_blackhole(&self) -> bool {
+        self.dev.is_none() && self.gateway.is_none()
+    }
+}
+
+/// One write of a batch ([`Netlink::write_routes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteWrite {
+    /// Adds or replaces the route, marked as tabby's.
+    Replace(Route),
+    /// Deletes tabby's route to this destination; one that is not there is not an error.
+    Delete(IpNet),
+}
+
+impl RouteWrite {
+    /// The destination written.
+    pub fn dst(&self) -> IpNet {
+        match self {
+            Self::Replace(r) => r.dst,
+            Self::Delete(d) => *d,
+        }
+    }
 }
 
 /// Kernel writes and reads of links, addresses, routes and neighbours. Names are interface
@@ -138,6 +181,14 @@ pub trait Netlink {
 
     /// Deletes tabby's route to `dst`; deleting a route that is not there is not an error.
     fn delete_route(&self, dst: IpNet) -> impl Future<Output = Result<(), NetlinkError>> + Send;
+
+    /// Writes routes in order, in as few kernel round trips as the implementation can, and
+    /// answers each write in the same order. The outer `Err` means the channel to the kernel
+    /// failed: which of the writes happened is then unknown.
+    fn write_routes(
+        &self,
+        writes: &[RouteWrite],
+    ) -> impl Future<Output = Result<Vec<Result<(), NetlinkError>>, NetlinkError>> + Send;
 
     /// Tabby's routes in the main table (those with [`TABBY_ROUTE_PROTOCOL`]).
     fn tabby_routes(&self) -> impl Future<Output = Result<Vec<Route>, NetlinkError>> + Send;

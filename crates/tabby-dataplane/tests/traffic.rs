@@ -21,7 +21,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use tabby_dataplane::netns::write_sysctl;
 use tabby_dataplane::workload::{self, NetnsSysctls};
-use tabby_dataplane::{Config, NetNs, Netlink, NftCli, NftTable, Route, RtNetlink};
+use tabby_dataplane::{Config, NetNs, Netlink, NftCli, NftTable, Route, RouteWrite, RtNetlink};
 
 const PROBE_TIMEOUT: Duration = Duration::from_millis(700);
 const TCP_PORTS: [u16; 3] = [7070, 8080, 9999];
@@ -535,5 +535,132 @@ fn real_netlink_marks_finds_and_deletes_its_routes() {
         assert!(nl.tabby_routes().await.expect("list").is_empty());
         nl.delete_link("tbr1").await.expect("delete link");
         assert_eq!(nl.link_index("tbr1p").await.expect("lookup"), None);
+    });
+}
+
+#[test]
+fn real_netlink_batches_route_writes_and_maps_refusals_to_their_routes() {
+    if !tabby_test_util::root_or_skip(
+        "real_netlink_batches_route_writes_and_maps_refusals_to_their_routes",
+    ) {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("runtime");
+    let ns = NetNs::new("tbt-batch").expect("namespace");
+    rt.block_on(async {
+        let nl = RtNetlink::in_netns(ns.path()).expect("netlink");
+        nl.add_veth("tbb1", "tbb1p", None).await.expect("veth");
+        nl.set_up("tbb1").await.expect("up");
+        nl.set_up("tbb1p").await.expect("up");
+        nl.add_address("tbb1", "10.67.0.1/24".parse().expect("valid"))
+            .await
+            .expect("address");
+        // More routes than one send carries, via a next hop on the link.
+        let gw: IpAddr = "10.67.0.2".parse().expect("valid");
+        let mut writes: Vec<RouteWrite> = (0..300u32)
+            .map(|i| {
+                let a = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 100, 0, 0)) + i * 4);
+                RouteWrite::Replace(Route {
+                    dst: IpNet::new(IpAddr::V4(a), 30).expect("valid"),
+                    dev: None,
+                    gateway: Some(gw),
+                    scope_link: false,
+                    onlink: false,
+                })
+            })
+            .collect();
+        let blackhole = Route::blackhole("10.68.0.0/26".parse().expect("valid"));
+        writes.push(RouteWrite::Replace(blackhole.clone()));
+        // Refusals, each answered at its own place: an unreachable next hop, an unknown
+        // interface; and deleting what is not there is fine.
+        let unreachable = Route {
+            dst: "10.69.0.0/24".parse().expect("valid"),
+            dev: None,
+            gateway: Some("192.0.2.1".parse().expect("valid")),
+            scope_link: false,
+            onlink: false,
+        };
+        writes.insert(7, RouteWrite::Replace(unreachable));
+        writes.insert(
+            200,
+            RouteWrite::Replace(Route {
+                dst: "10.70.0.0/24".parse().expect("valid"),
+                dev: Some("nosuch0".to_owned()),
+                gateway: None,
+                scope_link: true,
+                onlink: false,
+            }),
+        );
+        writes.insert(250, RouteWrite::Delete("10.71.0.0/24".parse().expect("valid")));
+        let answers = nl.write_routes(&writes).await.expect("batch");
+        assert_eq!(answers.len(), writes.len());
+        for (i, a) in answers.iter().enumerate() {
+            match i {
+                7 => {
+                    let err = a.as_ref().expect_err("unreachable next hop refused");
+                    assert!(err.to_string().contains("10.69.0.0/24"), "{err}");
+                }
+                200 => assert!(
+                    matches!(a, Err(tabby_dataplane::NetlinkError::NoSuchLink(d)) if d == "nosuch0"),
+                    "{a:?}"
+                ),
+                _ => assert!(a.is_ok(), "write {i}: {a:?}"),
+            }
+        }
+        let routes = nl.tabby_routes().await.expect("list");
+        assert_eq!(routes.len(), 301, "300 via the link and the blackhole");
+        assert!(routes.contains(&blackhole), "{routes:?}");
+        let text = String::from_utf8(
+            std::process::Command::new("ip")
+                .args(["-n", ns.name(), "route", "show", "10.68.0.0/26"])
+                .output()
+                .expect("ip")
+                .stdout,
+        )
+        .expect("utf-8");
+        assert!(text.starts_with("blackhole 10.68.0.0/26 proto 116"), "{text}");
+
+        // A route of someone else's to the same destination survives tabby's delete.
+        let status = std::process::Command::new("ip")
+            .args([
+                "-n", ns.name(), "route", "add", "10.72.0.0/24", "via", "10.67.0.3", "proto",
+                "static", "metric", "5",
+            ])
+            .status()
+            .expect("ip");
+        assert!(status.success());
+        nl.replace_route(&Route {
+            dst: "10.72.0.0/24".parse().expect("valid"),
+            dev: None,
+            gateway: Some(gw),
+            scope_link: false,
+            onlink: false,
+        })
+        .await
+        .expect("tabby's own");
+        let deletes: Vec<RouteWrite> = routes
+            .iter()
+            .map(|r| RouteWrite::Delete(r.dst))
+            .chain([RouteWrite::Delete("10.72.0.0/24".parse().expect("valid"))])
+            .collect();
+        let answers = nl.write_routes(&deletes).await.expect("batch");
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        assert!(nl.tabby_routes().await.expect("list").is_empty());
+        let text = String::from_utf8(
+            std::process::Command::new("ip")
+                .args(["-n", ns.name(), "route", "show", "10.72.0.0/24"])
+                .output()
+                .expect("ip")
+                .stdout,
+        )
+        .expect("utf-8");
+        assert!(text.contains("proto static"), "{text}");
+        // delete_route alone, by destination without a dump, leaves it too.
+        nl.delete_route("10.72.0.0/24".parse().expect("valid"))
+            .await
+            .expect("nothing of tabby's there");
     });
 }

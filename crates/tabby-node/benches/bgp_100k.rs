@@ -8,6 +8,7 @@
 //! - receive: from enabling the source's routes until all 100,000 are in the node's kernel
 //!   table (tabby: its reconciler has written them; BIRD: `ip route` counts them, polled);
 //! - advertise: from the node originating 100,000 prefixes until the source's BIRD holds them;
+//! - withdraw: from disabling the source's routes until none is left in the node's kernel;
 //! - memory: the receiver's resident set growth (tabby: this process; BIRD: its process).
 //!
 //! Needs root and `bird`; otherwise it prints a JSON line saying it was skipped.
@@ -142,7 +143,8 @@ fn bird_conf(me: &str, peer: &str, statics: Option<Ipv4Addr>, kernel: bool) -> S
         "router id {me};\nprotocol device {{ }}\nprotocol direct {{ ipv4; interface \"eth0\"; }}\n"
     );
     if kernel {
-        c += "protocol kernel { ipv4 { import none; export all; }; }\n";
+        // Only what BGP learned: the node's own statics (the advertise step) stay out.
+        c += "protocol kernel { ipv4 { import none; export where source = RTS_BGP; }; }\n";
     }
     if let Some(base) = statics {
         c += "protocol static st { disabled; ipv4;\n";
@@ -231,8 +233,7 @@ fn tabby_side(src: &Bird) -> Vec<String> {
     let me = std::process::id();
     let mut out = Vec::new();
 
-    // Advertise first: withdrawing 100,000 kernel routes afterwards would take far longer
-    // than the figures (see docs/benchmarks.md), so each side receives last.
+    // Advertise first, then receive and withdraw, the same order on both sides.
     let rss0 = rss_kib(me);
     let deltas: Vec<Delta> = (0..N)
         .map(|i| {
@@ -277,6 +278,27 @@ fn tabby_side(src: &Bird) -> Vec<String> {
         rss1.saturating_sub(rss0),
         rss1,
     ));
+
+    let rss0 = rss_kib(me);
+    let t0 = Instant::now();
+    assert!(src.birdc("disable st").contains("disabled"));
+    while dp.learned_routes() > 0 || dp.has_pending() {
+        step(&mut bgp, &mut dp);
+        assert!(t0.elapsed() < LIMIT, "tabby: withdrawal timed out");
+    }
+    let took = t0.elapsed().as_secs_f64();
+    let rss1 = rss_kib(me);
+    let left = sh(&["ip", "-4", "-o", "route", "show", "proto", "116"])
+        .lines()
+        .count();
+    assert_eq!(left, 0, "every withdrawn route gone from the kernel");
+    out.push(figure(
+        "bgp_withdraw",
+        "tabby",
+        took,
+        rss1.saturating_sub(rss0),
+        rss1,
+    ));
     bgp.stop();
     out
 }
@@ -308,10 +330,21 @@ fn main() {
     {
         println!("{line}");
     }
-    assert!(src.birdc("disable st").contains("disabled"));
     // A fresh node namespace: the old one goes with tabby's routes and its end of the link.
     drop(node_ns);
     src.wait("tabby's routes to go", |b| b.count("t") == 0);
+    // The kernel takes a namespace (and the link end in `src`) down asynchronously.
+    let t0 = Instant::now();
+    while Command::new("ip")
+        .args(["-n", src_ns.name(), "link", "show", "eth0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(t0.elapsed() < LIMIT, "the old node namespace lingers");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let node_ns = node(&src_ns);
 
     // BIRD as the node, same steps.
@@ -353,6 +386,26 @@ fn main() {
     println!(
         "{}",
         figure("bgp_receive", "bird", took, rss1.saturating_sub(rss0), rss1)
+    );
+
+    let rss0 = node.rss_kib();
+    let t0 = Instant::now();
+    assert!(src.birdc("disable st").contains("disabled"));
+    while kernel_count(&node_ns, "bird") > 0 {
+        assert!(t0.elapsed() < LIMIT, "BIRD: withdrawal timed out");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t0.elapsed().as_secs_f64();
+    let rss1 = node.rss_kib();
+    println!(
+        "{}",
+        figure(
+            "bgp_withdraw",
+            "bird",
+            took,
+            rss1.saturating_sub(rss0),
+            rss1
+        )
     );
     drop(node);
     drop(src);

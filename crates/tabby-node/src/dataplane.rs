@@ -8,7 +8,12 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use tabby_calc::{Delta, RouteTarget};
-use tabby_dataplane::{Config, Counts, Netlink, NetlinkError, NftApply, NftError, NftTable, Route};
+use tabby_dataplane::{
+    Config, Counts, Netlink, NetlinkError, NftApply, NftError, NftTable, Route, RouteWrite,
+};
+
+/// Route writes handed to the kernel at once (the netlink layer sends them in smaller chunks).
+const WRITE_SLICE: usize = 4096;
 
 /// A dataplane write failed; what was not written is written again on the next sync.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +47,9 @@ pub struct Dataplane<L> {
     /// Learned routes the kernel refused (a next hop it cannot reach); retried by
     /// [`Dataplane::retry_learned`] instead of holding up every other route.
     learned_failed: BTreeSet<IpNet>,
+    /// Blackhole routes for this node's own IPAM blocks (while BGP advertises them), so
+    /// traffic to a block address with no workload behind it stops here.
+    blackholes: BTreeMap<IpNet, Route>,
 }
 
 impl<L> std::fmt::Debug for Dataplane<L> {
@@ -88,6 +96,7 @@ impl<L: Netlink> Dataplane<L> {
             learned: BTreeMap::new(),
             remote_from_datastore: true,
             learned_failed: BTreeSet::new(),
+            blackholes: BTreeMap::new(),
         }
     }
 
@@ -162,67 +171,105 @@ impl<L: Netlink> Dataplane<L> {
     }
 
     /// The route to program for `dst`, by precedence (see the `learned` field).
+    /// A local workload's route first, then this node's block blackhole, then the remote
+    /// route (datastore routing) or the learned one.
     fn effective(&self, dst: &IpNet) -> Option<&Route> {
         match self.routes.get(dst) {
-            Some(r) if r.gateway.is_none() || self.remote_from_datastore => Some(r),
+            Some(r) if r.gateway.is_none() => Some(r),
+            _ if self.blackholes.contains_key(dst) => self.blackholes.get(dst),
+            Some(r) if self.remote_from_datastore => Some(r),
             _ => self.learned.get(dst),
         }
     }
 
-    /// Writes one destination's route (or its absence). A learned route the kernel refuses
-    /// is set aside rather than failing the whole write.
-    async fn write_route(&mut self, dst: IpNet) -> Result<(), NetlinkError> {
-        let Some(route) = self.effective(&dst).cloned() else {
-            self.learned_failed.remove(&dst);
-            return self.netlink.delete_route(dst).await;
+    /// What to write for `dst`: its effective route, or its absence.
+    fn write_for(&self, dst: IpNet) -> RouteWrite {
+        match self.effective(&dst) {
+            Some(r) => RouteWrite::Replace(r.clone()),
+            None => RouteWrite::Delete(dst),
+        }
+    }
+
+    /// Writes a batch and sorts the answers: a learned route the kernel refuses is set
+    /// aside (retried later) rather than failing the whole write; any other refusal puts its
+    /// destination back into `route_changes` and is returned (the first one) after the rest
+    /// of the batch has been accounted for. When the channel fails, every destination of the
+    /// batch goes back.
+    async fn write_batch(&mut self, writes: Vec<RouteWrite>) -> Result<usize, NetlinkError> {
+        let answers = match self.netlink.write_routes(&writes).await {
+            Ok(a) => a,
+            Err(err) => {
+                // Which writes happened is unknown: all of them are written again.
+                for w in &writes {
+                    self.route_changes.insert(w.dst(), None);
+                }
+                return Err(err);
+            }
         };
-        match self.netlink.replace_route(&route).await {
-            Ok(()) => {
-                self.learned_failed.remove(&dst);
-                Ok(())
+        let mut first_err = None;
+        let mut ops = 0;
+        for (w, answer) in writes.into_iter().zip(answers) {
+            let dst = w.dst();
+            match (answer, w) {
+                (Ok(()), _) => {
+                    self.learned_failed.remove(&dst);
+                    ops += 1;
+                }
+                (Err(err), RouteWrite::Replace(route))
+                    if self.learned.get(&dst) == Some(&route) =>
+                {
+                    tracing::warn!(%dst, error = %err, "learned route refused by the kernel; retrying later");
+                    self.learned_failed.insert(dst);
+                }
+                (Err(err), _) => {
+                    self.route_changes.insert(dst, None);
+                    first_err.get_or_insert(err);
+                }
             }
-            Err(err) if self.learned.get(&dst) == Some(&route) => {
-                tracing::warn!(%dst, error = %err, "learned route refused by the kernel; retrying later");
-                self.learned_failed.insert(dst);
-                Ok(())
-            }
-            Err(err) => Err(err),
+        }
+        match first_err {
+            Some(err) => Err(err),
+            None => Ok(ops),
         }
     }
 
     async fn sync_routes(&mut self) -> Result<usize, NetlinkError> {
-        let mut ops = 0;
         if self.routes_unknown {
             let wanted: BTreeSet<IpNet> = self
                 .routes
                 .keys()
                 .chain(self.learned.keys())
+                .chain(self.blackholes.keys())
                 .filter(|d| self.effective(d).is_some())
                 .copied()
                 .collect();
-            for old in self.netlink.tabby_routes().await? {
-                // A desired route is replaced below, in place, with no moment without it.
-                if !wanted.contains(&old.dst) {
-                    self.netlink.delete_route(old.dst).await?;
-                    ops += 1;
-                }
-            }
-            for dst in wanted {
-                self.write_route(dst).await?;
-                ops += 1;
-            }
-            self.routes_unknown = false;
+            // A desired route is replaced, in place, with no moment without it.
+            let mut writes: Vec<RouteWrite> = self
+                .netlink
+                .tabby_routes()
+                .await?
+                .into_iter()
+                .filter(|old| !wanted.contains(&old.dst))
+                .map(|old| RouteWrite::Delete(old.dst))
+                .collect();
+            writes.extend(wanted.into_iter().map(|dst| self.write_for(dst)));
             self.route_changes.clear();
+            let ops = self.write_batch(writes).await?;
+            self.routes_unknown = false;
             return Ok(ops);
         }
         // The change's value is where the engine's route went; what is written is looked up
         // again, since a learned route may stand in for it.
-        while let Some((dst, change)) = self.route_changes.pop_first() {
-            if let Err(err) = self.write_route(dst).await {
-                self.route_changes.insert(dst, change);
-                return Err(err);
+        // In slices, so a burst of 100,000 learned routes never holds 100,000 requests.
+        let mut ops = 0;
+        while !self.route_changes.is_empty() {
+            let mut writes = Vec::with_capacity(WRITE_SLICE.min(self.route_changes.len()));
+            while writes.len() < WRITE_SLICE
+                && let Some((dst, _)) = self.route_changes.pop_first()
+            {
+                writes.push(self.write_for(dst));
             }
-            ops += 1;
+            ops += self.write_batch(writes).await?;
         }
         Ok(ops)
     }
@@ -244,6 +291,26 @@ impl<L: Netlink> Dataplane<L> {
         };
         if changed {
             self.route_changes.insert(dst, None);
+        }
+    }
+
+    /// Sets the blocks that get a blackhole route (this node's own, while it advertises them).
+    pub fn set_blackholes(&mut self, blocks: &BTreeSet<IpNet>) {
+        let gone: Vec<IpNet> = self
+            .blackholes
+            .keys()
+            .filter(|b| !blocks.contains(b))
+            .copied()
+            .collect();
+        for b in gone {
+            self.blackholes.remove(&b);
+            self.route_changes.insert(b, None);
+        }
+        for b in blocks {
+            if !self.blackholes.contains_key(b) {
+                self.blackholes.insert(*b, Route::blackhole(*b));
+                self.route_changes.insert(*b, None);
+            }
         }
     }
 

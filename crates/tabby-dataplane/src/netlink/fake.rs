@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ipnet::IpNet;
 
-use super::{Netlink, NetlinkError, Route};
+use super::{Netlink, NetlinkError, Route, RouteWrite};
 
 /// One fake interface.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -184,6 +184,20 @@ impl Netlink for FakeNetlink {
     async fn delete_route(&self, dst: IpNet) -> Result<(), NetlinkError> {
         self.state().routes.remove(&dst);
         Ok(())
+    }
+
+    async fn write_routes(
+        &self,
+        writes: &[RouteWrite],
+    ) -> Result<Vec<Result<(), NetlinkError>>, NetlinkError> {
+        let mut out = Vec::with_capacity(writes.len());
+        for w in writes {
+            out.push(match w {
+                RouteWrite::Replace(r) => self.replace_route(r).await,
+                RouteWrite::Delete(d) => self.delete_route(*d).await,
+            });
+        }
+        Ok(out)
     }
 
     async fn tabby_routes(&self) -> Result<Vec<Route>, NetlinkError> {

@@ -13,7 +13,13 @@ use rtnetlink::packet_route::route::{
 };
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
-use super::{Netlink, NetlinkError, Route, TABBY_ROUTE_PROTOCOL};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use rtnetlink::packet_route::route::RouteType;
+
+use super::batch::Request;
+use super::{Netlink, NetlinkError, Route, RouteSocket, RouteWrite, TABBY_ROUTE_PROTOCOL};
 use crate::netns;
 
 /// `ENODEV`, what the kernel answers for an unknown interface name.
@@ -25,6 +31,8 @@ const ESRCH: i32 = 3;
 #[derive(Debug, Clone)]
 pub struct RtNetlink {
     handle: Handle,
+    /// Batched route writes ([`Netlink::write_routes`]), opened in the same namespace.
+    batch: Arc<Mutex<RouteSocket>>,
 }
 
 fn kernel(
@@ -54,22 +62,29 @@ impl RtNetlink {
     /// drives the connection.
     pub fn new() -> Result<Self, NetlinkError> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
+        let batch = RouteSocket::open().map_err(NetlinkError::Socket)?;
         tokio::spawn(conn);
-        Ok(Self { handle })
+        Ok(Self {
+            handle,
+            batch: Arc::new(Mutex::new(batch)),
+        })
     }
 
     /// Connects in the namespace at `path`: the socket is opened on a thread inside it and
     /// keeps talking to that namespace. Must be called inside a tokio runtime.
     pub fn in_netns(path: &Path) -> Result<Self, NetlinkError> {
         let rt = tokio::runtime::Handle::current();
-        let (conn, handle, _) = netns::run_in(path, move || {
+        let ((conn, handle, _), batch) = netns::run_in(path, move || {
             // The socket registers with the runtime's reactor as it is made.
             let _entered = rt.enter();
-            rtnetlink::new_connection()
+            Ok::<_, std::io::Error>((rtnetlink::new_connection()?, RouteSocket::open()?))
         })?
         .map_err(NetlinkError::Socket)?;
         tokio::spawn(conn);
-        Ok(Self { handle })
+        Ok(Self {
+            handle,
+            batch: Arc::new(Mutex::new(batch)),
+        })
     }
 
     async fn index(&self, name: &str) -> Result<u32, NetlinkError> {
@@ -99,7 +114,24 @@ impl RtNetlink {
         if route.onlink {
             b = b.onlink();
         }
+        if route.is_blackhole() {
+            b = b.kind(RouteType::BlackHole);
+        }
         Ok(b.build())
+    }
+
+    /// `RTM_DELROUTE` for tabby's route to `dst` in the main table, whatever its next hop,
+    /// scope or type: the kernel finds it without a dump.
+    fn delete_message(dst: IpNet) -> Result<RouteMessage, NetlinkError> {
+        let mut msg = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(dst.addr(), dst.prefix_len())
+            .map_err(invalid)?
+            .protocol(RouteProtocol::from(TABBY_ROUTE_PROTOCOL))
+            .build();
+        // Wildcards for the kernel's match: any scope, any type.
+        msg.header.scope = RouteScope::NoWhere;
+        msg.header.kind = RouteType::Unspec;
+        Ok(msg)
     }
 
     async fn dump_routes(&self) -> Result<Vec<RouteMessage>, NetlinkError> {
@@ -296,21 +328,87 @@ impl Netlink for RtNetlink {
     }
 
     async fn delete_route(&self, dst: IpNet) -> Result<(), NetlinkError> {
-        for msg in self.dump_routes().await? {
-            if route_dst(&msg) != Some(dst) {
-                continue;
-            }
-            match self.handle.route().del(msg).execute().await {
-                Ok(()) => {}
-                Err(e) if errno(&e) == Some(ESRCH) => {}
-                Err(e) => return Err(kernel("delete route", dst)(e)),
+        let msg = Self::delete_message(dst)?;
+        match self.handle.route().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(ESRCH) => Ok(()),
+            Err(e) => Err(kernel("delete route", dst)(e)),
+        }
+    }
+
+    async fn write_routes(
+        &self,
+        writes: &[RouteWrite],
+    ) -> Result<Vec<Result<(), NetlinkError>>, NetlinkError> {
+        // Interface names are looked up once per batch, not once per route.
+        let mut indexes: BTreeMap<&str, Option<u32>> = BTreeMap::new();
+        for w in writes {
+            if let RouteWrite::Replace(Route { dev: Some(dev), .. }) = w
+                && !indexes.contains_key(dev.as_str())
+            {
+                indexes.insert(dev, self.link_index(dev).await?);
             }
         }
-        Ok(())
+        // Requests that could not even be built are answered without asking the kernel.
+        let mut answers: Vec<Option<Result<(), NetlinkError>>> = Vec::with_capacity(writes.len());
+        let mut requests = Vec::with_capacity(writes.len());
+        for w in writes {
+            let req = match w {
+                RouteWrite::Replace(route) => {
+                    let index = match &route.dev {
+                        Some(dev) => match indexes.get(dev.as_str()).copied().flatten() {
+                            Some(i) => Ok(Some(i)),
+                            None => Err(NetlinkError::NoSuchLink(dev.clone())),
+                        },
+                        None => Ok(None),
+                    };
+                    index
+                        .and_then(|i| self.route_message(route, i))
+                        .map(Request::Replace)
+                }
+                RouteWrite::Delete(dst) => Self::delete_message(*dst).map(Request::Delete),
+            };
+            match req {
+                Ok(r) => {
+                    requests.push(r);
+                    answers.push(None);
+                }
+                Err(e) => answers.push(Some(Err(e))),
+            }
+        }
+        let replies = {
+            let mut socket = self
+                .batch
+                .lock()
+                .map_err(|_| NetlinkError::Invalid("route socket poisoned".to_owned()))?;
+            socket.exchange(requests).map_err(NetlinkError::Socket)?
+        };
+        let mut replies = replies.into_iter();
+        let mut out = Vec::with_capacity(writes.len());
+        for (w, answer) in writes.iter().zip(answers) {
+            if let Some(a) = answer {
+                out.push(a);
+                continue;
+            }
+            let refusal = replies.next().flatten();
+            out.push(match (w, refusal) {
+                (_, None) => Ok(()),
+                (RouteWrite::Delete(_), Some(e)) if e.raw_code() == -ESRCH => Ok(()),
+                (RouteWrite::Delete(dst), Some(e)) => Err(kernel("delete route", dst)(
+                    rtnetlink::Error::NetlinkError(e),
+                )),
+                (RouteWrite::Replace(r), Some(e)) => Err(kernel("replace route", r.dst)(
+                    rtnetlink::Error::NetlinkError(e),
+                )),
+            });
+        }
+        Ok(out)
     }
 
     async fn tabby_routes(&self) -> Result<Vec<Route>, NetlinkError> {
         let mut out = Vec::new();
+        // One lookup per interface, not per route.
+        let mut names: BTreeMap<u32, Option<String>> = BTreeMap::new();
         for msg in self.dump_routes().await? {
             let Some(dst) = route_dst(&msg) else {
                 continue;
@@ -319,7 +417,12 @@ impl Netlink for RtNetlink {
             let mut gateway = None;
             for a in &msg.attributes {
                 match a {
-                    RouteAttribute::Oif(i) => dev = self.link_name(*i).await,
+                    RouteAttribute::Oif(i) => {
+                        if !names.contains_key(i) {
+                            names.insert(*i, self.link_name(*i).await);
+                        }
+                        dev = names.get(i).cloned().flatten();
+                    }
                     RouteAttribute::Gateway(RouteAddress::Inet(g)) => {
                         gateway = Some(IpAddr::V4(*g));
                     }
