@@ -8,8 +8,15 @@
 //! fight over a prefix; with datastore routing no speaker runs. `Auto` (the default) follows
 //! Calico: BGP on a node whose Node resource has `spec.bgp`.
 //!
-//! Until block IPAM exists, a node originates one /32 (/128) per local workload address; the
-//! engine's `RouteUpdated` with a local target is exactly that set.
+//! What a node originates, as Calico does: each block it holds a confirmed affinity for
+//! (tabby-ipam's `BlockAffinity` records, read by the syncer), with a blackhole route for the
+//! block in its own kernel so that traffic to an address with no workload behind it stops
+//! here; and a /32 (/128) for each local workload address that none of its own blocks covers.
+//! That is an address borrowed from another node's block (the more specific route wins over
+//! that node's block everywhere, that node included), or one that came from outside IPAM
+//! (hand-written WorkloadEndpoints, lab pods without IPAM): with no block to carry it, its
+//! /32 is the only way the network learns of it. Local workload addresses are the engine's
+//! `RouteUpdated` with a local target.
 
 pub mod peers;
 mod run;
@@ -58,8 +65,12 @@ pub struct Bgp {
     /// The inputs' generation last derived from.
     seen: Option<u64>,
     running: Option<Running>,
-    /// Destinations of routes to local workloads (what we originate while running).
+    /// Destinations of routes to local workloads.
     local: BTreeSet<IpNet>,
+    /// This node's confirmed blocks, while the speaker runs (advertised, blackholed).
+    blocks: BTreeSet<IpNet>,
+    /// What the speaker was told to originate.
+    originated: BTreeSet<IpNet>,
     board: Arc<StatusBoard>,
     retry_at: Option<Instant>,
     learned_retry_at: Instant,
@@ -74,6 +85,8 @@ impl Bgp {
             seen: None,
             running: None,
             local: BTreeSet::new(),
+            blocks: BTreeSet::new(),
+            originated: BTreeSet::new(),
             board,
             retry_at: None,
             learned_retry_at: Instant::now(),
@@ -88,35 +101,73 @@ impl Bgp {
     /// Follows the engine's routes to local workloads; `full` when `deltas` describe
     /// everything from nothing (a resync).
     pub fn observe(&mut self, deltas: &[Delta], full: bool) {
-        let mut local = if full {
-            BTreeSet::new()
-        } else {
-            self.local.clone()
-        };
+        let mut changed = full;
+        if full {
+            self.local.clear();
+        }
         for d in deltas {
             match d {
                 Delta::RouteUpdated(r) => {
                     if matches!(r.target, RouteTarget::Local { .. }) {
-                        local.insert(r.dst);
+                        self.local.insert(r.dst);
                     } else {
-                        local.remove(&r.dst);
+                        self.local.remove(&r.dst);
                     }
+                    changed = true;
                 }
                 Delta::RouteRemoved(dst) => {
-                    local.remove(dst);
+                    self.local.remove(dst);
+                    changed = true;
                 }
                 _ => {}
             }
         }
-        if let Some(run) = &self.running {
-            for gone in self.local.difference(&local) {
-                run.withdraw(*gone);
-            }
-            for new in local.difference(&self.local) {
-                run.originate(*new);
-            }
+        if changed {
+            self.refresh_origin();
         }
-        self.local = local;
+    }
+
+    /// What to originate: the blocks, and local addresses none of them covers.
+    fn wanted_origin(&self) -> BTreeSet<IpNet> {
+        let mut out = self.blocks.clone();
+        out.extend(
+            self.local
+                .iter()
+                .filter(|l| !self.blocks.iter().any(|b| b.contains(*l))),
+        );
+        out
+    }
+
+    /// Tells the speaker what changed in [`Bgp::wanted_origin`].
+    fn refresh_origin(&mut self) {
+        let Some(run) = &self.running else {
+            self.originated.clear();
+            return;
+        };
+        let want = self.wanted_origin();
+        for gone in self.originated.difference(&want) {
+            run.withdraw(*gone);
+        }
+        for new in want.difference(&self.originated) {
+            run.originate(*new);
+        }
+        self.originated = want;
+    }
+
+    /// Follows this node's confirmed blocks (nothing while the speaker is stopped): the
+    /// blackhole routes and what is originated.
+    fn refresh_blocks<L: Netlink>(&mut self, inputs: &BgpInputs, dp: &mut Dataplane<L>) {
+        let blocks = if self.running.is_some() {
+            inputs.blocks_of(&self.host)
+        } else {
+            BTreeSet::new()
+        };
+        if blocks != self.blocks {
+            tracing::info!(node = %self.host, blocks = ?blocks, "advertised blocks changed");
+            self.blocks = blocks;
+            dp.set_blackholes(&self.blocks);
+            self.refresh_origin();
+        }
     }
 
     /// Brings the speaker and the dataplane's routing mode in line with the resources, when
@@ -128,6 +179,7 @@ impl Bgp {
             self.seen = Some(inputs.generation());
             self.retry_at = None;
             self.apply_inputs(inputs, dp);
+            self.refresh_blocks(inputs, dp);
         }
         if let Some(run) = &mut self.running {
             for change in run.drain() {
@@ -148,14 +200,8 @@ impl Bgp {
                 self.learned_retry_at = now + LEARNED_RETRY;
             }
         }
-        self.board.set_counts(
-            if self.running.is_some() {
-                self.local.len()
-            } else {
-                0
-            },
-            dp.learned_routes(),
-        );
+        self.board
+            .set_counts(self.originated.len(), dp.learned_routes());
     }
 
     fn apply_inputs<L: Netlink>(&mut self, inputs: &BgpInputs, dp: &mut Dataplane<L>) {
@@ -187,16 +233,16 @@ impl Bgp {
             self.board.set_speaker(None);
             run.stop();
             dp.clear_learned();
+            self.originated.clear();
         }
         let mut note = note;
         if let Some(d) = desired {
             if self.running.is_none() {
                 match Running::start(d.speaker.clone()) {
                     Ok(run) => {
-                        for p in &self.local {
-                            run.originate(*p);
-                        }
                         self.running = Some(run);
+                        self.originated.clear();
+                        self.refresh_origin();
                     }
                     Err(err) => {
                         tracing::warn!(node = %self.host, error = %err, retry_in = ?RESTART_DELAY, "BGP speaker did not start");
@@ -223,6 +269,7 @@ impl Bgp {
             self.board.set_speaker(None);
             run.stop();
         }
+        self.originated.clear();
     }
 }
 

@@ -52,7 +52,8 @@ pub struct Syncer {
     revision: Revision,
     /// Stored objects this version could not decode, since the start.
     undecodable: u64,
-    /// Nodes, BGPConfigurations and BGPPeers, which the BGP speaker reads (the engine does not).
+    /// Nodes, BGPConfigurations, BGPPeers and block affinities, which the BGP speaker reads
+    /// (the engine does not).
     bgp: BgpInputs,
 }
 
@@ -93,6 +94,10 @@ impl Syncer {
         let mut engine = Engine::new(self.host.clone());
         let mut bgp = BgpInputs::default();
         for entry in &listing.entries {
+            // IPAM records are not resources the engine knows; BGP reads block affinities.
+            if bgp.upsert_ipam(entry) {
+                continue;
+            }
             match stored::decode(&entry.key.kind, &entry.value, entry.mod_revision) {
                 Ok(r) => {
                     bgp.upsert(&r);
@@ -158,6 +163,9 @@ impl Syncer {
     fn feed(&mut self, event: Event) {
         match event {
             Event::Put { entry, .. } => {
+                if self.bgp.upsert_ipam(&entry) {
+                    return;
+                }
                 match stored::decode(&entry.key.kind, &entry.value, entry.mod_revision) {
                     Ok(r) => {
                         self.bgp.upsert(&r);
@@ -167,6 +175,9 @@ impl Syncer {
                 }
             }
             Event::Delete { key, .. } => {
+                if self.bgp.remove_ipam(&key) {
+                    return;
+                }
                 // Kinds this version does not know were never fed, so there is nothing to remove.
                 if let Some(kind) = Kind::from_store_name(&key.kind) {
                     self.bgp.remove(kind, &key.name);

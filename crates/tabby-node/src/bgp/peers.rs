@@ -20,9 +20,10 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use tabby_bgp::PeerConfig;
 use tabby_model::bgp::{BgpConfigurationSpec, BgpPeerSpec, parse_peer_ip};
@@ -128,6 +129,9 @@ pub struct BgpInputs {
     nodes: BTreeMap<String, NodeInfo>,
     configs: BTreeMap<String, BgpConfigurationSpec>,
     peers: BTreeMap<String, BgpPeerSpec>,
+    /// Confirmed block affinities (tabby-ipam's `BlockAffinity` records) by (node, record
+    /// name): the blocks each node originates.
+    affinities: BTreeMap<(String, String), IpNet>,
     generation: u64,
 }
 
@@ -234,6 +238,56 @@ impl BgpInputs {
         if gone {
             self.generation += 1;
         }
+    }
+
+    /// Takes in a stored IPAM record; returns whether it is one BGP reads (a block
+    /// affinity). An affinity that is not confirmed, or cannot be read, counts as absent, as
+    /// Calico treats pending ones.
+    pub fn upsert_ipam(&mut self, entry: &tabby_store::Entry) -> bool {
+        if entry.key.kind != tabby_ipam::records::AFFINITY_KIND {
+            return false;
+        }
+        let id = (entry.key.namespace.clone(), entry.key.name.clone());
+        let block = match serde_json::from_str::<tabby_ipam::records::Affinity>(&entry.value) {
+            Ok(a) if a.state == "confirmed" && a.node == entry.key.namespace => Some(a.cidr),
+            Ok(_) => None,
+            Err(err) => {
+                tracing::warn!(key = %entry.key, error = %err, "unreadable block affinity; not advertising it");
+                None
+            }
+        };
+        let changed = match block {
+            Some(b) => self.affinities.insert(id, b) != Some(b),
+            None => self.affinities.remove(&id).is_some(),
+        };
+        if changed {
+            self.generation += 1;
+        }
+        true
+    }
+
+    /// Forgets a stored IPAM record; returns whether it is one BGP reads.
+    pub fn remove_ipam(&mut self, key: &tabby_store::Key) -> bool {
+        if key.kind != tabby_ipam::records::AFFINITY_KIND {
+            return false;
+        }
+        if self
+            .affinities
+            .remove(&(key.namespace.clone(), key.name.clone()))
+            .is_some()
+        {
+            self.generation += 1;
+        }
+        true
+    }
+
+    /// The blocks `host` holds a confirmed affinity for.
+    pub fn blocks_of(&self, host: &str) -> BTreeSet<IpNet> {
+        self.affinities
+            .iter()
+            .filter(|((node, _), _)| node == host)
+            .map(|(_, b)| *b)
+            .collect()
     }
 
     /// Starts this generation after `previous` (a fresh listing replacing older inputs).

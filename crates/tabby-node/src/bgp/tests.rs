@@ -242,3 +242,107 @@ fn without_spec_bgp_auto_means_datastore_and_explicit_bgp_says_why_it_cannot_run
     assert_eq!(r.routing, "bgp");
     assert_eq!(r.note.as_deref(), Some("Node \"plain\" has no spec.bgp"));
 }
+
+fn affinity(node: &str, block: &str, state: &str) -> tabby_store::Entry {
+    let cidr: IpNet = block.parse().expect("net");
+    tabby_store::Entry {
+        key: tabby_ipam::records::affinity_key(node, cidr),
+        value: serde_json::to_string(&tabby_ipam::records::Affinity {
+            cidr,
+            node: node.to_owned(),
+            state: state.to_owned(),
+        })
+        .expect("json"),
+        create_revision: 1,
+        mod_revision: 1,
+    }
+}
+
+#[test]
+fn blocks_are_advertised_with_a_blackhole_and_uncovered_addresses_as_host_routes() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut inputs = inputs(&cluster(free_port(), free_port()));
+    for e in [
+        affinity("a", "10.71.0.0/26", "confirmed"),
+        affinity("b", "10.71.0.64/26", "confirmed"),
+        // Pending counts as absent, as in Calico.
+        affinity("a", "10.71.1.0/26", "pending"),
+    ] {
+        assert!(inputs.upsert_ipam(&e));
+    }
+    let mut a = side("a", Routing::Bgp, &["tba"]);
+    let mut b = side("b", Routing::Bgp, &["tbb"]);
+    // a: one address of its own block, one borrowed from b's, one from outside IPAM.
+    let a_deltas = [
+        local("10.71.0.5/32", "tba"),
+        local("10.71.0.70/32", "tba"),
+        local("10.99.0.1/32", "tba"),
+    ];
+    a.bgp.observe(&a_deltas, true);
+    a.dp.apply(&a_deltas);
+    let b_deltas = [local("10.71.0.65/32", "tbb")];
+    b.bgp.observe(&b_deltas, true);
+    b.dp.apply(&b_deltas);
+    let want_b = [
+        "10.71.0.0/26 via 127.0.0.1",
+        "10.71.0.64/26",
+        "10.71.0.65/32 dev tbb",
+        "10.71.0.70/32 via 127.0.0.1",
+        "10.99.0.1/32 via 127.0.0.1",
+    ];
+    until(
+        &rt,
+        &mut [&mut a, &mut b],
+        &inputs,
+        Duration::from_secs(30),
+        "b to learn a's block and a's uncovered addresses",
+        |s| kernel(&s[1].netlink) == want_b,
+    );
+    assert!(
+        b.netlink.state().routes[&"10.71.0.64/26".parse::<IpNet>().expect("net")].is_blackhole()
+    );
+    until(
+        &rt,
+        &mut [&mut a, &mut b],
+        &inputs,
+        Duration::from_secs(30),
+        "a to learn b's block",
+        |s| kernel(&s[0].netlink).contains(&"10.71.0.64/26 via 127.0.0.2".to_owned()),
+    );
+    assert_eq!(
+        kernel(&a.netlink),
+        [
+            "10.71.0.0/26",
+            "10.71.0.5/32 dev tba",
+            "10.71.0.64/26 via 127.0.0.2",
+            "10.71.0.70/32 dev tba",
+            "10.99.0.1/32 dev tba",
+        ],
+        "a's blackhole, its workloads, b's block; b's workload inside b's block has no /32"
+    );
+    let report = rt.block_on(a.board.report()).bgp.expect("speaker status");
+    assert_eq!((report.originated, report.learned), (3, 1));
+
+    // a's block is released: withdrawn, its blackhole gone, and the address a still uses in
+    // it (no block covers it now) advertised on its own.
+    assert!(inputs.remove_ipam(&tabby_ipam::records::affinity_key(
+        "a",
+        "10.71.0.0/26".parse().expect("net")
+    )));
+    until(
+        &rt,
+        &mut [&mut a, &mut b],
+        &inputs,
+        Duration::from_secs(30),
+        "the block's withdrawal",
+        |s| {
+            let kb = kernel(&s[1].netlink);
+            !kb.iter().any(|r| r.starts_with("10.71.0.0/26"))
+                && kb.contains(&"10.71.0.5/32 via 127.0.0.1".to_owned())
+        },
+    );
+    assert!(!kernel(&a.netlink).contains(&"10.71.0.0/26".to_owned()));
+}
