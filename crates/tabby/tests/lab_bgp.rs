@@ -1,8 +1,9 @@
 //! `tabby lab up --routing bgp` for real: agents peering in Calico's full iBGP mesh or with
 //! route reflectors, learning each other's workload routes (proto 116) and carrying traffic
 //! between hosts; a top-of-rack router running BIRD, GoBGP or FRR that learns the workloads
-//! over eBGP, reaches them from outside the cluster and drops a removed pod's route; bad
-//! routing options refused with nothing built.
+//! over eBGP (each node's IPAM blocks) and reaches them from outside the cluster, while a
+//! removed pod's address is blackholed on its node; bad routing options refused with
+//! nothing built.
 //!
 //! Needs root. Without it the tests say they were skipped; under `CI=true` that is a failure.
 
@@ -61,19 +62,58 @@ fn fabric_address(node: usize) -> String {
     format!("172.30.0.{}", 10 + node)
 }
 
-/// Every node routes every other node's pod through that node, by a learned route.
+/// Whether route destination `dst` (`ip` prints a host route without its length) covers
+/// `addr`.
+fn covers(dst: &str, addr: &str) -> bool {
+    let net = if dst.contains('/') {
+        dst.parse::<ipnet::IpNet>().ok()
+    } else {
+        dst.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from)
+    };
+    let addr = addr.parse::<std::net::IpAddr>().ok();
+    net.zip(addr).is_some_and(|(n, a)| n.contains(&a))
+}
+
+/// Every node routes every other node's pod through that node, by a learned route (the
+/// other node's IPAM block, as Calico advertises, or the pod's /32 when no block covers it).
 fn assert_learned_everywhere(lab: &TestLab, nodes: usize) {
     for i in 1..=nodes {
         let routes = tabby_routes(lab, &format!("node-{i}"));
         for j in (1..=nodes).filter(|j| *j != i) {
-            let want = (address(lab, &format!("p{j}")), fabric_address(j));
+            let addr = address(lab, &format!("p{j}"));
             assert!(
-                routes.contains(&want),
-                "node-{i} should route p{j} ({}) via node-{j} with proto 116: {routes:?}",
-                want.0
+                routes
+                    .iter()
+                    .any(|(d, g)| covers(d, &addr) && *g == fabric_address(j)),
+                "node-{i} should route p{j} ({addr}) via node-{j} with proto 116: {routes:?}",
             );
         }
     }
+}
+
+/// A node's blackhole routes with tabby's protocol (its own blocks).
+fn blackholes(lab: &TestLab, node: &str) -> Vec<String> {
+    let text = lab.ok(
+        &[
+            "exec",
+            node,
+            "--",
+            "ip",
+            "-j",
+            "route",
+            "show",
+            "type",
+            "blackhole",
+            "proto",
+            "116",
+        ],
+        "",
+    );
+    let routes: Vec<Value> = serde_json::from_str(&text).expect("ip -j prints JSON");
+    routes
+        .iter()
+        .filter_map(|r| r["dst"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// Each node's agent status as JSON, by running `tabby node status -o json` inside it.
@@ -156,22 +196,23 @@ fn a_bgp_mesh_lab_learns_workload_routes_and_carries_traffic_across_hosts() {
     }
     assert_all_reach(&lab);
 
-    // A removed pod's route is withdrawn everywhere.
+    // A removed pod: its host route on node-3 goes; node-3 keeps its block (advertised, as
+    // Calico keeps a node's last block) with a blackhole, so traffic to the address stops
+    // there.
     let gone = address(&lab, "p3");
     lab.load(&pods(2), true);
-    for i in 1..=2 {
-        let routes = tabby_routes(&lab, &format!("node-{i}"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut routes = routes;
-        while routes.iter().any(|(d, _)| *d == gone) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-            routes = tabby_routes(&lab, &format!("node-{i}"));
-        }
-        assert!(
-            !routes.iter().any(|(d, _)| *d == gone),
-            "node-{i}: {routes:?}"
-        );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let local = |routes: &[(String, String)]| routes.iter().any(|(d, _)| *d == gone);
+    while local(&tabby_routes(&lab, "node-3")) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let routes = tabby_routes(&lab, "node-3");
+    assert!(!local(&routes), "node-3: {routes:?}");
+    let holes = blackholes(&lab, "node-3");
+    assert!(
+        holes.iter().any(|b| covers(b, &gone)),
+        "node-3 blackholes {gone}: {holes:?}"
+    );
 }
 
 #[test]
@@ -275,10 +316,13 @@ fn greeting_from_tor(lab: &TestLab, addr: &str) -> String {
     last
 }
 
-/// The router's kernel route to `addr`: its next hops (several for a multipath route).
+/// The router's kernel routes covering `addr` (a node's block or a /32): their next hops
+/// (several for a multipath route).
 fn tor_next_hops(lab: &TestLab, addr: &str) -> Vec<String> {
     let text = lab.ok(
-        &["exec", "tor", "--", "ip", "-j", "route", "show", addr],
+        &[
+            "exec", "tor", "--", "ip", "-j", "route", "show", "match", addr,
+        ],
         "",
     );
     let routes: Vec<Value> = serde_json::from_str(&text).expect("ip -j prints JSON");
@@ -346,14 +390,26 @@ fn tor_lab(tag: &str, daemon: &str, tools: &[&str], sessions: &str) {
         assert_eq!(greeting_from_tor(&lab, &addr), format!("open/{p}"));
     }
 
-    // p2 goes: the router's route goes too.
+    // p2 goes: node-2 keeps its block, so the router still sends the address into the
+    // cluster (through node-2, or node-1, which passes on what it learned from node-2),
+    // where node-2's blackhole for the block stops it.
     let gone = address(&lab, "p2");
     lab.load(&pods(1), true);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !tor_next_hops(&lab, &gone).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(tor_next_hops(&lab, &gone).is_empty(), "{gone} withdrawn");
+    let holes = blackholes(&lab, "node-2");
+    assert!(
+        holes.iter().any(|b| covers(b, &gone)),
+        "node-2 blackholes {gone}: {holes:?}"
+    );
+    let hops = tor_next_hops(&lab, &gone);
+    assert!(
+        !hops.is_empty() && hops.iter().all(|h| nodes.contains(h)),
+        "the router still routes {gone} to the cluster: {hops:?}"
+    );
+    assert_eq!(
+        greeting_from_tor(&lab, &gone),
+        "",
+        "nothing answers for {gone}"
+    );
 
     // `lab down` finds the daemon by its namespace, without the state file.
     let root = std::env::var("TABBY_LAB_DIR").unwrap_or_else(|_| "/run/tabby/lab".to_owned());
