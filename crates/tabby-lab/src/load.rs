@@ -29,8 +29,9 @@ use crate::names::container_id;
 use crate::state::{WorkloadKind, WorkloadState};
 use crate::{Lab, LabError, agent_http, process};
 
-/// How long a workload's server gets to start listening.
-const SERVER_READY: Duration = Duration::from_secs(10);
+/// How long a workload's server gets to start listening. Generous: a loaded 2-core CI machine
+/// running several labs at once has taken more than 10 s to start one (seen once).
+const SERVER_READY: Duration = Duration::from_secs(30);
 
 /// How to load a file into a lab.
 #[derive(Debug, Clone, Copy)]
