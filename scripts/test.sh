@@ -17,12 +17,15 @@ echo "== licences"
 python3 scripts/check-licenses.py
 
 echo "== cargo test"
-cargo test --workspace --all-features --locked 2>&1 | tee target/test-output.txt
+# The test log goes where cargo builds (CARGO_TARGET_DIR when set, so a worktree can share one).
+target_dir="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target_dir"
+cargo test --workspace --all-features --locked 2>&1 | tee "$target_dir/test-output.txt"
 # A summary line counts passes and failures across every test binary, for people and CI.
-python3 - <<'PY'
-import re
+TEST_OUTPUT="$target_dir/test-output.txt" python3 - <<'PY'
+import os, re
 passed = failed = ignored = 0
-for line in open("target/test-output.txt", encoding="utf-8", errors="replace"):
+for line in open(os.environ["TEST_OUTPUT"], encoding="utf-8", errors="replace"):
     m = re.search(r"test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored", line)
     if m:
         passed += int(m[1]); failed += int(m[2]); ignored += int(m[3])
