@@ -91,6 +91,8 @@ pub(crate) struct Peer {
     /// Graceful restart: when stale routes of the re-established neighbour go if its
     /// End-of-RIB has not come.
     pub(crate) stale_until: Option<Instant>,
+    /// Families of the current session whose End-of-RIB has come.
+    pub(crate) end_of_rib: Vec<Family>,
     pub(crate) last_error: Option<PeerError>,
     pub(crate) disabled: Option<PeerError>,
     pub(crate) flaps: u32,
@@ -118,6 +120,7 @@ impl Peer {
             session: None,
             gr_restart_at: None,
             stale_until: None,
+            end_of_rib: Vec::new(),
             last_error: None,
             disabled: None,
             flaps: 0,

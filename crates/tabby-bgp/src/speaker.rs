@@ -63,6 +63,10 @@ pub enum RouteChange {
     Learned(LearnedRoute),
     /// No learned route to the prefix any more (none left, or a local route took over).
     Withdrawn(IpNet),
+    /// The neighbour has sent End-of-RIB for every family of its session: its initial table
+    /// is complete (after the route changes it caused). A restarting agent waits for this
+    /// from every neighbour before it drops routes its previous run left in the kernel.
+    EndOfRib(IpAddr),
 }
 
 /// A best route learned from a neighbour.
@@ -369,6 +373,7 @@ impl Speaker {
         let Some(session) = peer.session.clone() else {
             return;
         };
+        peer.end_of_rib.clear();
         info!(router_id = %session.router_id, families = ?session.families, "session established");
         self.rib.set_info(
             addr,
@@ -463,6 +468,15 @@ impl Speaker {
                 self.dirty.extend(gone);
                 if self.rib.stale_len(&addr) == 0 {
                     peer.stale_until = None;
+                }
+            }
+            if !peer.end_of_rib.contains(&family) {
+                peer.end_of_rib.push(family);
+                if session.families.iter().all(|f| peer.end_of_rib.contains(f)) {
+                    // After the withdrawals the End-of-RIB caused.
+                    self.flush();
+                    self.actions
+                        .push_back(Action::Route(RouteChange::EndOfRib(addr)));
                 }
             }
             return;

@@ -92,6 +92,8 @@ impl<L: Netlink> Agent<L> {
 
     /// Runs BGP too (the speaker starts once the resources ask for it).
     pub fn with_bgp(mut self, bgp: Bgp) -> Self {
+        // Learned routes of a previous run stay until BGP has resynchronised (or is off).
+        self.dataplane.hold_stale();
         self.bgp = Some(bgp);
         self
     }

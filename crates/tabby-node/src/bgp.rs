@@ -74,6 +74,12 @@ pub struct Bgp {
     board: Arc<StatusBoard>,
     retry_at: Option<Instant>,
     learned_retry_at: Instant,
+    /// No speaker has started in this process yet: the first one announces itself as
+    /// restarting (graceful restart), as Calico starts BIRD with `-R`.
+    first_start: bool,
+    /// After the first start: the neighbours whose End-of-RIB the dataplane's stale routes
+    /// wait for, and the latest moment they wait.
+    restart: Option<(BTreeSet<std::net::IpAddr>, Instant)>,
 }
 
 impl Bgp {
@@ -90,6 +96,8 @@ impl Bgp {
             board,
             retry_at: None,
             learned_retry_at: Instant::now(),
+            first_start: true,
+            restart: None,
         }
     }
 
@@ -193,6 +201,23 @@ impl Bgp {
                     }
                     RouteChange::Learned(r) => dp.set_learned(r.prefix, Some(r.next_hop)),
                     RouteChange::Withdrawn(p) => dp.set_learned(p, None),
+                    RouteChange::EndOfRib(peer) => {
+                        if let Some((waiting, _)) = &mut self.restart {
+                            waiting.remove(&peer);
+                        }
+                    }
+                }
+            }
+            if let Some((waiting, until)) = &self.restart {
+                let peers = self.running.as_ref().map(|r| &r.peers);
+                let left = waiting
+                    .iter()
+                    .filter(|a| peers.is_some_and(|p| p.contains_key(a)))
+                    .count();
+                if left == 0 || now >= *until {
+                    tracing::info!(node = %self.host, stale = dp.stale_routes(), waited_for = left, "graceful restart done: dropping routes not learned again");
+                    dp.release_stale();
+                    self.restart = None;
                 }
             }
             if now >= self.learned_retry_at {
@@ -216,6 +241,11 @@ impl Bgp {
         } else {
             Ok(None)
         };
+        if !matches!(desired, Ok(Some(_))) {
+            // No speaker to resynchronise with: stale routes go with the first write.
+            self.restart = None;
+            dp.release_stale();
+        }
         let (desired, note) = match desired {
             Ok(d) => (d, None),
             Err(why) => {
@@ -238,8 +268,13 @@ impl Bgp {
         let mut note = note;
         if let Some(d) = desired {
             if self.running.is_none() {
-                match Running::start(d.speaker.clone()) {
+                match Running::start(d.speaker.clone(), self.first_start) {
                     Ok(run) => {
+                        if std::mem::take(&mut self.first_start) {
+                            let until = Instant::now()
+                                + Duration::from_secs(u64::from(d.speaker.restart_time));
+                            self.restart = Some((d.peers.keys().copied().collect(), until));
+                        }
                         self.running = Some(run);
                         self.originated.clear();
                         self.refresh_origin();

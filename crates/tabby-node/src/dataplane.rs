@@ -50,6 +50,10 @@ pub struct Dataplane<L> {
     /// Blackhole routes for this node's own IPAM blocks (while BGP advertises them), so
     /// traffic to a block address with no workload behind it stops here.
     blackholes: BTreeMap<IpNet, Route>,
+    /// While set, full reconciles keep tabby's gateway routes nobody wants yet (the routes an
+    /// earlier run of the agent learned by BGP), so forwarding goes on through a restart; the
+    /// set holds the ones kept, deleted by [`Dataplane::release_stale`] unless learned again.
+    stale: Option<BTreeSet<IpNet>>,
 }
 
 impl<L> std::fmt::Debug for Dataplane<L> {
@@ -97,6 +101,7 @@ impl<L: Netlink> Dataplane<L> {
             remote_from_datastore: true,
             learned_failed: BTreeSet::new(),
             blackholes: BTreeMap::new(),
+            stale: None,
         }
     }
 
@@ -244,14 +249,27 @@ impl<L: Netlink> Dataplane<L> {
                 .copied()
                 .collect();
             // A desired route is replaced, in place, with no moment without it.
-            let mut writes: Vec<RouteWrite> = self
-                .netlink
-                .tabby_routes()
-                .await?
-                .into_iter()
-                .filter(|old| !wanted.contains(&old.dst))
-                .map(|old| RouteWrite::Delete(old.dst))
-                .collect();
+            let mut writes = Vec::new();
+            for old in self.netlink.tabby_routes().await? {
+                if wanted.contains(&old.dst) {
+                    continue;
+                }
+                match &mut self.stale {
+                    // Through a gateway: learned (the kernel reports the interface too).
+                    Some(stale) if old.gateway.is_some() => {
+                        stale.insert(old.dst);
+                    }
+                    _ => writes.push(RouteWrite::Delete(old.dst)),
+                }
+            }
+            if let Some(stale) = &self.stale
+                && !stale.is_empty()
+            {
+                tracing::info!(
+                    routes = stale.len(),
+                    "keeping learned routes of the previous run until BGP has resynchronised"
+                );
+            }
             writes.extend(wanted.into_iter().map(|dst| self.write_for(dst)));
             self.route_changes.clear();
             let ops = self.write_batch(writes).await?;
@@ -312,6 +330,27 @@ impl<L: Netlink> Dataplane<L> {
                 self.route_changes.insert(*b, None);
             }
         }
+    }
+
+    /// Keeps the gateway routes an earlier run left in the kernel (learned by BGP) through
+    /// full reconciles until [`Dataplane::release_stale`]: BGP graceful restart's restarting
+    /// side, so a restarted agent forwards as before while its sessions come back.
+    pub fn hold_stale(&mut self) {
+        self.stale.get_or_insert_with(BTreeSet::new);
+    }
+
+    /// Stops keeping stale routes: those not learned again are deleted by the next write.
+    pub fn release_stale(&mut self) {
+        if let Some(stale) = self.stale.take() {
+            for dst in stale {
+                self.route_changes.insert(dst, None);
+            }
+        }
+    }
+
+    /// How many stale routes are kept (see [`Dataplane::hold_stale`]).
+    pub fn stale_routes(&self) -> usize {
+        self.stale.as_ref().map_or(0, BTreeSet::len)
     }
 
     /// Forgets every learned route (the speaker stopped).

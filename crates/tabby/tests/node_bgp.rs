@@ -5,6 +5,11 @@
 //! a workload on one host then reaches the workload on the other. `tabby node status` shows
 //! the session; deleting a workload withdraws its route from the other host.
 //!
+//! With IPAM blocks, each node advertises its block with a blackhole for it and a /32 for a
+//! borrowed address. Against BIRD 2: an agent killed and restarted keeps forwarding (graceful
+//! restart both ways, no route ever leaves either kernel), and a wrong peer AS or a password
+//! shows as the peer's error in `tabby node status`.
+//!
 //! Needs root. Without it the test says it was skipped; under `CI=true` that is a failure.
 
 #[path = "support/host.rs"]
@@ -422,4 +427,415 @@ items:
                 .iter()
                 .any(|(d, _, _)| d.starts_with("10.66."))
     });
+}
+
+/// Whether BIRD 2 is installed; under `CI=true` it must be.
+fn have_bird() -> bool {
+    let found = Command::new("sh")
+        .args(["-c", "command -v bird && command -v birdc"])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found || std::env::var("CI").is_err(),
+        "bird and birdc are needed (scripts/deps.sh installs bird2)"
+    );
+    found
+}
+
+/// Joins two namespaces with a veth pair (`eth0` in both, /24 addresses), lo up, forwarding
+/// on, and no default route.
+fn link_pair(a: &NetNs, a_ip: &str, b: &NetNs, b_ip: &str) {
+    sh(&[
+        "ip",
+        "-n",
+        a.name(),
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        b.name(),
+    ]);
+    for (ns, ip) in [(a, a_ip), (b, b_ip)] {
+        sh(&[
+            "ip",
+            "-n",
+            ns.name(),
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            "eth0",
+        ]);
+        sh(&["ip", "-n", ns.name(), "link", "set", "eth0", "up"]);
+        sh(&["ip", "-n", ns.name(), "link", "set", "lo", "up"]);
+        in_ns(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    }
+}
+
+/// BIRD 2 in a namespace, killed when the test ends.
+struct Bird {
+    child: std::process::Child,
+    ns: String,
+    sock: String,
+}
+
+impl Bird {
+    fn start(dir: &ScratchDir, ns: &NetNs, conf: &str) -> Self {
+        let path = dir.file("bird.conf");
+        std::fs::write(&path, conf).expect("write bird.conf");
+        let sock = dir.file("bird.ctl").to_string_lossy().into_owned();
+        // `ip netns exec` execs BIRD in place: the child is BIRD.
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns.name(), "bird", "-f", "-c"])
+            .arg(&path)
+            .args(["-s", &sock])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start bird");
+        let bird = Self {
+            child,
+            ns: ns.name().to_owned(),
+            sock,
+        };
+        wait_for("BIRD's control socket", String::new, || {
+            !bird.birdc("show status").is_empty()
+        });
+        bird
+    }
+
+    fn birdc(&self, cmd: &str) -> String {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns, "birdc", "-s", &self.sock, cmd])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Bird {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ip monitor route` in a namespace, writing to a file until dropped.
+struct RouteMonitor {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl RouteMonitor {
+    fn start(dir: &ScratchDir, ns: &NetNs, name: &str) -> Self {
+        let log = dir.file(name);
+        let file = std::fs::File::create(&log).expect("monitor log");
+        let child = Command::new("ip")
+            .args(["-n", ns.name(), "monitor", "route"])
+            .stdout(file)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ip monitor");
+        Self { child, log }
+    }
+
+    /// Route deletions seen so far that mention `dst`.
+    fn deletions(&self, dst: &str) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("Deleted") && l.contains(dst))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for RouteMonitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn graceful_restart_with_bird_keeps_forwarding_across_an_agent_kill_and_restart() {
+    if !tabby_test_util::root_or_skip(
+        "graceful_restart_with_bird_keeps_forwarding_across_an_agent_kill_and_restart",
+    ) {
+        return;
+    }
+    if !have_bird() {
+        return;
+    }
+    let dir = ScratchDir::new("node-bgp-gr");
+    let db = dir.file("store");
+    let net = format!("10.77.{}", std::process::id() % 250);
+    let (host, router) = (format!("{net}.1"), format!("{net}.2"));
+    tabby_ok(
+        &db,
+        &["apply", "-f", "-"],
+        &format!(
+            r"
+apiVersion: v1
+kind: List
+items:
+- {{apiVersion: v1, kind: Namespace, metadata: {{name: lab}}}}
+- {{apiVersion: projectcalico.org/v3, kind: BGPConfiguration, metadata: {{name: default}}, spec: {{nodeToNodeMeshEnabled: false}}}}
+- {{apiVersion: projectcalico.org/v3, kind: Node, metadata: {{name: node-a}}, spec: {{bgp: {{ipv4Address: {host}/24}}}}}}
+- {{apiVersion: projectcalico.org/v3, kind: BGPPeer, metadata: {{name: tor}}, spec: {{peerIP: {router}, asNumber: 64512}}}}
+- apiVersion: projectcalico.org/v3
+  kind: WorkloadEndpoint
+  metadata: {{name: node--a-k8s-wa-eth0, namespace: lab}}
+  spec: {{node: node-a, interfaceName: tba, ipNetworks: [10.66.0.1/32], profiles: [kns.lab]}}
+"
+        ),
+    );
+    // The host's only way to 10.200.0.0/24 is the route it learns from BIRD, and the
+    // router's only way to the workload is the one BIRD learns from tabby: no default routes.
+    let host_ns = NetNs::new("tbg-h").expect("host");
+    let router_ns = NetNs::new("tbg-r").expect("router");
+    link_pair(&host_ns, &host, &router_ns, &router);
+    // Proxy ARP answers for the workload's gateway when the host routes it somewhere.
+    sh(&[
+        "ip",
+        "-n",
+        host_ns.name(),
+        "route",
+        "add",
+        "169.254.1.1/32",
+        "dev",
+        "eth0",
+    ]);
+    // "The rest of the network" behind the router (no dummy module here: a veth pair).
+    sh(&[
+        "ip",
+        "-n",
+        router_ns.name(),
+        "link",
+        "add",
+        "ext0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "ext1",
+    ]);
+    sh(&["ip", "-n", router_ns.name(), "link", "set", "ext1", "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        router_ns.name(),
+        "addr",
+        "add",
+        "10.200.0.1/24",
+        "dev",
+        "ext0",
+    ]);
+    sh(&["ip", "-n", router_ns.name(), "link", "set", "ext0", "up"]);
+    serve_ok(&router_ns, 8080);
+    let wa = plumb(&host_ns, "tba", "10.66.0.1");
+
+    let bird = Bird::start(
+        &dir,
+        &router_ns,
+        &format!(
+            "router id {router};\n\
+             protocol device {{ }}\n\
+             protocol direct {{ ipv4; interface \"ext0\"; }}\n\
+             protocol kernel {{ ipv4 {{ import none; export where source = RTS_BGP; }}; }}\n\
+             protocol bgp tabby {{ local {router} as 64512; neighbor {host} as 64512; direct;\n\
+               graceful restart on; graceful restart time 120;\n\
+               connect delay time 1; connect retry time 1; error wait time 1, 2;\n\
+               ipv4 {{ import all; export where source = RTS_DEVICE; next hop self; gateway direct; }}; }}\n"
+        ),
+    );
+    let mut agent = Some(run_agent(&host_ns, &db, &dir, "node-a"));
+    let diag = || {
+        format!(
+            "host routes: {:?}\nrouter routes: {:?}\nstatus: {}",
+            routes(&host_ns),
+            routes(&router_ns),
+            status(&host_ns, true).unwrap_or_default()
+        )
+    };
+    let host_route = || {
+        routes(&host_ns)
+            .iter()
+            .any(|(d, g, p)| d == "10.200.0.0/24" && *g == router && p == "116")
+    };
+    let router_route = || {
+        routes(&router_ns)
+            .iter()
+            .any(|(d, g, p)| d == "10.66.0.1" && *g == host && p == "bird")
+    };
+    wait_for("routes both ways", diag, || host_route() && router_route());
+    assert!(
+        tcp_probe(&wa, Ipv4Addr::new(10, 200, 0, 1), 8080),
+        "{}",
+        diag()
+    );
+
+    // Kill the agent outright and start it again, probing all along; neither kernel may
+    // lose its route at any moment.
+    let host_mon = RouteMonitor::start(&dir, &host_ns, "host-routes.log");
+    let router_mon = RouteMonitor::start(&dir, &router_ns, "router-routes.log");
+    std::thread::sleep(Duration::from_millis(200));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let stop = stop.clone();
+        let wa_path = wa.path().to_owned();
+        std::thread::spawn(move || {
+            let mut failed = Vec::new();
+            let mut tries = 0;
+            let start = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tries += 1;
+                let ok = tabby_dataplane::netns::run_in(&wa_path, || {
+                    TcpStream::connect_timeout(
+                        &SocketAddr::from((Ipv4Addr::new(10, 200, 0, 1), 8080)),
+                        PROBE_TIMEOUT,
+                    )
+                    .and_then(|mut s| {
+                        s.set_read_timeout(Some(PROBE_TIMEOUT))?;
+                        let mut buf = [0u8; 2];
+                        s.read_exact(&mut buf)
+                    })
+                    .is_ok()
+                })
+                .unwrap_or(false);
+                if !ok {
+                    failed.push(start.elapsed());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (tries, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    drop(agent.take());
+    let killed = Instant::now();
+    agent = Some(run_agent(&host_ns, &db, &dir, "node-a"));
+    let established = || {
+        status(&host_ns, true)
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            .is_some_and(|v| v["bgp"]["peers"][0]["state"] == "Established")
+    };
+    wait_for("the restarted agent's session", diag, established);
+    // Past the End-of-RIB exchange both ways, and the restarted agent's stale sweep.
+    wait_for("BIRD to see the session again", diag, || {
+        bird.birdc("show protocols tabby").contains("Established")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (tries, failed) = prober.join().expect("prober");
+    assert_eq!(host_mon.deletions("10.200.0.0/24"), Vec::<String>::new());
+    assert_eq!(router_mon.deletions("10.66.0.1"), Vec::<String>::new());
+    assert!(tries >= 10, "{tries} probes only");
+    assert!(
+        failed.is_empty(),
+        "{} of {tries} probes failed (at {failed:?} after the start of probing); restart took {:?}\n{}",
+        failed.len(),
+        killed.elapsed(),
+        diag()
+    );
+    assert!(host_route() && router_route(), "{}", diag());
+    drop(agent);
+}
+
+#[test]
+fn a_wrong_peer_as_and_an_unsupported_password_show_as_peer_errors_in_node_status() {
+    if !tabby_test_util::root_or_skip(
+        "a_wrong_peer_as_and_an_unsupported_password_show_as_peer_errors_in_node_status",
+    ) || !have_bird()
+    {
+        return;
+    }
+    let dir = ScratchDir::new("node-bgp-as");
+    let db = dir.file("store");
+    let net = format!("10.76.{}", std::process::id() % 250);
+    let (host, router) = (format!("{net}.1"), format!("{net}.2"));
+    // BIRD runs AS 64999; the BGPPeer says 64512. A second peer has a password.
+    tabby_ok(
+        &db,
+        &["apply", "-f", "-"],
+        &format!(
+            r"
+apiVersion: v1
+kind: List
+items:
+- {{apiVersion: projectcalico.org/v3, kind: BGPConfiguration, metadata: {{name: default}}, spec: {{nodeToNodeMeshEnabled: false}}}}
+- {{apiVersion: projectcalico.org/v3, kind: Node, metadata: {{name: node-a}}, spec: {{bgp: {{ipv4Address: {host}/24}}}}}}
+- {{apiVersion: projectcalico.org/v3, kind: BGPPeer, metadata: {{name: tor}}, spec: {{peerIP: {router}, asNumber: 64512}}}}
+- apiVersion: projectcalico.org/v3
+  kind: BGPPeer
+  metadata: {{name: secret-tor}}
+  spec:
+    peerIP: {net}.3
+    asNumber: 64512
+    password: {{secretKeyRef: {{name: bgp-secrets, key: tor}}}}
+"
+        ),
+    );
+    let host_ns = NetNs::new("tbs-h").expect("host");
+    let router_ns = NetNs::new("tbs-r").expect("router");
+    link_pair(&host_ns, &host, &router_ns, &router);
+    let bird = Bird::start(
+        &dir,
+        &router_ns,
+        &format!(
+            "router id {router};\n\
+             protocol device {{ }}\n\
+             protocol bgp tabby {{ local {router} as 64999; neighbor {host} as 64512;\n\
+               connect delay time 1; connect retry time 1; error wait time 1, 2;\n\
+               ipv4 {{ import all; export none; }}; }}\n"
+        ),
+    );
+    let _agent = run_agent(&host_ns, &db, &dir, "node-a");
+    let peer = |addr: &str| {
+        status(&host_ns, true)
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            .and_then(|v| {
+                v["bgp"]["peers"]
+                    .as_array()?
+                    .iter()
+                    .find(|p| p["address"] == addr)
+                    .cloned()
+            })
+    };
+    let diag = || {
+        format!(
+            "status: {}\nbird: {}",
+            status(&host_ns, false).unwrap_or_default(),
+            bird.birdc("show protocols all tabby")
+        )
+    };
+    wait_for("the AS mismatch in node status", diag, || {
+        peer(&router).is_some_and(|p| {
+            p["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("peer AS is 64999, configured 64512"))
+        })
+    });
+    let tor = peer(&router).expect("tor");
+    assert_ne!(tor["state"], "Established", "{tor}");
+    let secret = peer(&format!("{net}.3")).expect("the password peer is listed");
+    assert_eq!(
+        secret["last_error"], "password set but TCP MD5 is not supported by this build",
+        "{secret}"
+    );
+    assert_ne!(secret["state"], "Established");
+    let table = status(&host_ns, false).expect("status");
+    assert!(
+        table.contains("peer AS is 64999, configured 64512")
+            && table.contains("TCP MD5 is not supported"),
+        "{table}"
+    );
+    // BIRD never saw a session either.
+    assert!(!bird.birdc("show protocols tabby").contains("Established"));
 }

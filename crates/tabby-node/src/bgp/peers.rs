@@ -92,7 +92,16 @@ pub struct WantedPeer {
     pub kind: PeerKind,
     /// The session settings.
     pub config: PeerConfig,
+    /// Why the session is not run though configured: tabby cannot honour one of its
+    /// settings (a password, since TCP MD5 is not in this build). `tabby node status` shows
+    /// it as the peer's error rather than running the session without it.
+    pub refused: Option<String>,
 }
+
+/// What a peer with a password shows: no safe TCP_MD5SIG wrapper exists for this build
+/// (unsafe code is forbidden), and a session without the signature would be refused by the
+/// peer anyway, or worse, accepted unauthenticated.
+pub const MD5_UNSUPPORTED: &str = "password set but TCP MD5 is not supported by this build";
 
 /// Everything this node's speaker should be doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -390,6 +399,10 @@ impl BgpInputs {
             .get("default")
             .and_then(|c| c.node_to_node_mesh_enabled)
             .unwrap_or(true);
+        let mesh_password = self
+            .configs
+            .get("default")
+            .is_some_and(|c| c.node_mesh_password.is_some());
         if mesh && cluster_id.is_none() {
             for (name, node) in &self.nodes {
                 let Some(bgp) = node.bgp.as_ref() else {
@@ -410,6 +423,7 @@ impl BgpInputs {
                         name: name_for("Mesh", remote),
                         kind: PeerKind::Mesh,
                         config: cfg,
+                        refused: mesh_password.then(|| MD5_UNSUPPORTED.to_owned()),
                     },
                 );
             }
@@ -454,6 +468,7 @@ impl BgpInputs {
                         name: name_for(prefix, remote),
                         kind,
                         config: cfg,
+                        refused: spec.password.as_ref().map(|_| MD5_UNSUPPORTED.to_owned()),
                     },
                 );
             } else if let Some(peer_sel) = &spec.peer_selector {
@@ -498,6 +513,7 @@ impl BgpInputs {
                             name: name_for(prefix, remote),
                             kind,
                             config: cfg,
+                            refused: spec.password.as_ref().map(|_| MD5_UNSUPPORTED.to_owned()),
                         },
                     );
                 }

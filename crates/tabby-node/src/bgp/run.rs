@@ -45,13 +45,16 @@ impl std::fmt::Debug for Running {
 
 impl Running {
     /// Starts a speaker with no neighbours and no routes.
-    pub(crate) fn start(settings: SpeakerSettings) -> Result<Self, BgpError> {
+    /// With `restarting`, the OPEN carries graceful restart's Restart State bit and the
+    /// Forwarding State bit for every family: peers keep the routes they had from us until
+    /// our End-of-RIB, since the kernel still forwards with what the previous run wrote.
+    pub(crate) fn start(settings: SpeakerSettings, restarting: bool) -> Result<Self, BgpError> {
         let mut cfg = SpeakerConfig::new(settings.asn, settings.router_id);
         cfg.cluster_id = settings.cluster_id;
         cfg.hold_time = HOLD_TIME;
         cfg.graceful_restart = Some(GracefulRestartConfig {
             restart_time: settings.restart_time,
-            restarting: false,
+            restarting,
         });
         let listen = vec![settings.listen];
         let (tx, rx) = std::sync::mpsc::channel();
@@ -125,8 +128,13 @@ impl Running {
         }
         for (addr, peer) in want {
             if self.peers.get(addr) != Some(peer) {
-                tracing::info!(peer = %addr, name = %peer.name, kind = peer.kind.as_str(), asn = peer.config.asn, "BGP neighbour configured");
-                let _ = self.handle.add_peer(peer.config.clone());
+                if let Some(why) = &peer.refused {
+                    tracing::warn!(peer = %addr, name = %peer.name, reason = %why, "BGP neighbour not started");
+                    let _ = self.handle.remove_peer(*addr);
+                } else {
+                    tracing::info!(peer = %addr, name = %peer.name, kind = peer.kind.as_str(), asn = peer.config.asn, "BGP neighbour configured");
+                    let _ = self.handle.add_peer(peer.config.clone());
+                }
                 self.peers.insert(*addr, peer.clone());
             }
         }

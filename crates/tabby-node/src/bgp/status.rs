@@ -170,7 +170,7 @@ impl StatusBoard {
                     }
                 };
                 let now = std::time::Instant::now();
-                let peers = statuses
+                let mut peers: Vec<PeerReport> = statuses
                     .into_iter()
                     .map(|s| {
                         let w = wanted.get(&s.addr);
@@ -190,6 +190,26 @@ impl StatusBoard {
                         }
                     })
                     .collect();
+                // Configured but not run: listed with the reason.
+                for (addr, w) in &wanted {
+                    if w.refused.is_some() && !peers.iter().any(|p| p.address == *addr) {
+                        peers.push(PeerReport {
+                            name: w.name.clone(),
+                            address: *addr,
+                            asn: w.config.asn,
+                            kind: w.kind,
+                            state: "Idle".to_owned(),
+                            since_secs: 0,
+                            router_id: None,
+                            prefixes_received: 0,
+                            prefixes_advertised: 0,
+                            last_error: w.refused.clone(),
+                            disabled: None,
+                            flaps: 0,
+                        });
+                    }
+                }
+                peers.sort_by_key(|p| p.address);
                 Some(BgpStatus {
                     asn: settings.asn,
                     router_id: settings.router_id.to_string(),

@@ -346,3 +346,63 @@ fn blocks_are_advertised_with_a_blackhole_and_uncovered_addresses_as_host_routes
     );
     assert!(!kernel(&a.netlink).contains(&"10.71.0.0/26".to_owned()));
 }
+
+#[test]
+fn a_restarted_node_keeps_the_previous_runs_learned_routes_until_end_of_rib() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let inputs = inputs(&cluster(free_port(), free_port()));
+    let mut a = side("a", Routing::Bgp, &["tba"]);
+    let mut b = side("b", Routing::Bgp, &["tbb"]);
+    // What b's previous run left in its kernel: a route a still advertises, one it no longer
+    // does, and a workload route of b's own that is gone.
+    for (dst, gw, dev) in [
+        ("10.70.0.1/32", Some("127.0.0.1"), None),
+        ("10.70.9.0/24", Some("127.0.0.1"), None),
+        ("10.70.1.9/32", None, Some("tbb")),
+    ] {
+        let dst: IpNet = dst.parse().expect("net");
+        b.netlink.state().routes.insert(
+            dst,
+            tabby_dataplane::Route {
+                dst,
+                dev: dev.map(str::to_owned),
+                gateway: gw.map(|g| g.parse().expect("ip")),
+                scope_link: dev.is_some(),
+                onlink: false,
+            },
+        );
+    }
+    b.dp.hold_stale();
+    let a_deltas = [local("10.70.0.1/32", "tba")];
+    a.bgp.observe(&a_deltas, true);
+    a.dp.apply(&a_deltas);
+    b.bgp.observe(&[], true);
+
+    // b's first write, before any session: the learned routes stay, the dead workload's goes.
+    b.bgp.reconcile(&inputs, &mut b.dp);
+    rt.block_on(b.dp.sync()).expect("fake writes succeed");
+    assert_eq!(
+        kernel(&b.netlink),
+        ["10.70.0.1/32 via 127.0.0.1", "10.70.9.0/24 via 127.0.0.1"]
+    );
+    assert_eq!(b.dp.stale_routes(), 2);
+    until(
+        &rt,
+        &mut [&mut a, &mut b],
+        &inputs,
+        Duration::from_secs(30),
+        "a's End-of-RIB to clear b's stale routes",
+        |s| {
+            let k = kernel(&s[1].netlink);
+            assert!(
+                k.contains(&"10.70.0.1/32 via 127.0.0.1".to_owned()),
+                "the route a still advertises never goes: {k:?}"
+            );
+            k == ["10.70.0.1/32 via 127.0.0.1"]
+        },
+    );
+    assert_eq!(b.dp.stale_routes(), 0);
+}
