@@ -1,7 +1,8 @@
 //! `lab load`: makes the lab hold what a file describes. Pods are made as a kubelet makes
 //! them: the Pod is written, then tabby's CNI plugin (ADD) gives it a namespace's veth into
 //! its node and addresses from the IPAM, and records them on the Pod (see [`cni`]).
-//! WorkloadEndpoints of the file are plumbed as given before the datastore hears of them.
+//! WorkloadEndpoints of the file are plumbed as given before the datastore hears of them, and
+//! their addresses inside a pool are held in the IPAM under a lab handle.
 //! Workloads that go are removed from the datastore first and then from the kernel (CNI DEL
 //! for pods, which also releases their addresses). Loading again updates in place: a label
 //! change is only a datastore write, and a workload is remade only when its node or address
@@ -11,6 +12,7 @@ mod cni;
 mod plan;
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use tabby_client::{Client, ObjectRef, Outcome, WriteMode};
 use tabby_dataplane::RtNetlink;
 use tabby_dataplane::netns::{self, NETNS_DIR};
 use tabby_dataplane::workload::{self, NetnsSysctls, Workload};
-use tabby_ipam::Ipam;
+use tabby_ipam::{AssignIpRequest, Ipam};
 use tabby_model::{Kind, Resource};
 
 use self::cni::Shared;
@@ -59,6 +61,12 @@ pub struct LoadReport {
     pub warnings: Vec<String>,
     /// The datastore revision after the load.
     pub revision: i64,
+}
+
+/// The IPAM handle under which the lab holds the addresses of a WorkloadEndpoint given whole
+/// in a file (no dots: CNI GC reads a dot as its interface separator).
+fn endpoint_handle(lab: &str, interface: &str) -> String {
+    format!("lab-endpoint-{lab}-{interface}")
 }
 
 fn ns_path(name: &str) -> PathBuf {
@@ -220,18 +228,33 @@ impl Lab {
         let ipam = Ipam::new(store);
         let mut errors = Vec::new();
         for w in plan.workloads.values() {
-            if w.kind != WorkloadKind::Pod {
-                continue;
-            }
-            let ours = format!(
-                "{}.{}",
-                cni::NETWORK,
-                container_id(&self.state.name, &w.interface)
-            );
+            let (ours, what) = match w.kind {
+                WorkloadKind::Pod => (
+                    format!(
+                        "{}.{}",
+                        cni::NETWORK,
+                        container_id(&self.state.name, &w.interface)
+                    ),
+                    "Pod",
+                ),
+                WorkloadKind::WorkloadEndpoint => (
+                    endpoint_handle(&self.state.name, &w.interface),
+                    "WorkloadEndpoint",
+                ),
+            };
             for ip in &w.addresses {
                 let info = ipam.lookup(*ip).map_err(|e| {
                     LabError::Input(vec![format!("workload {}: {ip}: {e}", w.key())])
                 })?;
+                if w.kind == WorkloadKind::WorkloadEndpoint {
+                    if let Some(h) = info.handle.filter(|h| *h != ours) {
+                        errors.push(format!(
+                            "{what} for \"{}\": spec.ipNetworks: {ip} is already allocated (IPAM handle {h}); `tabby ipam show --ip {ip}` says to whom",
+                            w.key()
+                        ));
+                    }
+                    continue;
+                }
                 if let Some(r) = &info.reserved_by {
                     errors.push(format!(
                         "Pod \"{}\": status.podIP: {ip} is reserved by IPReservation {r:?}",
@@ -288,7 +311,10 @@ impl Lab {
         let plumbed = match want.kind {
             WorkloadKind::Pod => cni::add(&self.state, store, want, &path, pools)
                 .map(|addresses| made.addresses = addresses),
-            WorkloadKind::WorkloadEndpoint => self.plumb(want, &path),
+            WorkloadKind::WorkloadEndpoint => self.plumb(want, &path).and_then(|()| {
+                self.hold_addresses(store, want)
+                    .inspect_err(|_| self.unplumb(want))
+            }),
         };
         if let Err(err) = plumbed {
             let _ = netns::delete(&want.netns);
@@ -303,6 +329,42 @@ impl Lab {
         }
         tracing::info!(workload = %made.key(), node = %made.node, addresses = ?made.addresses, "workload made");
         Ok(made)
+    }
+
+    /// Allocates the addresses of a WorkloadEndpoint given whole (those inside a pool and not
+    /// reserved) under the lab's handle for it, so that the IPAM never hands them to a pod
+    /// and `tabby ipam check` agrees with the lab.
+    fn hold_addresses(&self, store: &Shared, want: &WorkloadState) -> Result<(), LabError> {
+        let ipam = Ipam::new(store);
+        let handle = endpoint_handle(&self.state.name, &want.interface);
+        let refused = |ip: IpAddr, e: tabby_ipam::IpamError| {
+            LabError::Input(vec![format!(
+                "WorkloadEndpoint for \"{}\": spec.ipNetworks: {ip}: {e}",
+                want.key()
+            )])
+        };
+        for ip in &want.addresses {
+            let info = ipam.lookup(*ip).map_err(|e| refused(*ip, e))?;
+            if info.pool.is_none() || info.reserved_by.is_some() {
+                continue;
+            }
+            let held = ipam.assign_ip(&AssignIpRequest {
+                ip: Some(*ip),
+                handle: handle.clone(),
+                node: want.node.clone(),
+                attrs: [
+                    ("node".to_owned(), want.node.clone()),
+                    ("lab".to_owned(), self.state.name.clone()),
+                ]
+                .into_iter()
+                .collect(),
+            });
+            if let Err(e) = held {
+                let _ = ipam.release_handle(&handle);
+                return Err(refused(*ip, e));
+            }
+        }
+        Ok(())
     }
 
     /// Plumbs a WorkloadEndpoint of the file as it is given.
@@ -378,6 +440,10 @@ impl Lab {
             }
         } else {
             self.unplumb(w);
+            let handle = endpoint_handle(&self.state.name, &w.interface);
+            if let Err(err) = Ipam::new(store).release_handle(&handle) {
+                tracing::warn!(workload = %w.key(), error = %err, "releasing the endpoint's addresses");
+            }
         }
         if path.exists()
             && let Err(err) = netns::delete(&w.netns)

@@ -159,20 +159,29 @@ fn a_lab_runs_the_demo_follows_reloads_and_leaves_nothing_behind() {
     assert!(addr.contains("10.48.0."), "{addr}");
 
     // A pod may ask for its address (status.podIP): the CNI ADD requests it from the IPAM.
-    let fixed = "  - apiVersion: v1\n    kind: Pod\n    metadata: {name: fixed, namespace: web, labels: {app: debug}}\n    status: {podIP: 10.48.0.250}\n    spec:\n      nodeName: node-2\n      containers: [{name: shell}]\n";
+    // A WorkloadEndpoint given whole keeps its address, which the lab holds in the IPAM.
+    let fixed = "  - apiVersion: v1\n    kind: Pod\n    metadata: {name: fixed, namespace: web, labels: {app: debug}}\n    status: {podIP: 10.48.0.250}\n    spec:\n      nodeName: node-2\n      containers: [{name: shell}]\n  - apiVersion: projectcalico.org/v3\n    kind: WorkloadEndpoint\n    metadata: {name: node-1-k8s-given-eth0, namespace: web, labels: {app: debug}}\n    spec: {node: node-1, pod: given, interfaceName: tbgiven, ipNetworks: [10.48.0.251/32]}\n";
     let with_fixed = DEMO.replace(
         "  # The security team's tier",
         &format!("{fixed}\n  # The security team's tier"),
     );
     assert_ne!(with_fixed, DEMO);
     let out = lab.load(&with_fixed, false);
-    assert!(out.contains("workloads made: web/fixed"), "{out}");
+    assert!(
+        out.contains("workloads made: web/fixed, web/given"),
+        "{out}"
+    );
     assert_eq!(
         lab.state()["workloads"]["web/fixed"]["addresses"][0],
         "10.48.0.250"
     );
     let (_, info) = lab.ipam(&["show", "--ip", "10.48.0.250"]);
     assert_eq!(info["attrs"]["pod"], "fixed", "{info}");
+    let (_, info) = lab.ipam(&["show", "--ip", "10.48.0.251"]);
+    assert_eq!(info["attrs"]["node"], "node-1", "{info}");
+    let (clean, check) = lab.ipam(&["check"]);
+    assert!(clean, "{check}");
+    assert_eq!(check["allocations"], 6, "{check}");
     // Taken by another workload: refused before anything changes.
     let taken = with_fixed.replace(
         "metadata: {name: backend, namespace: shop, labels: {app: backend}}\n",
@@ -185,7 +194,7 @@ fn a_lab_runs_the_demo_follows_reloads_and_leaves_nothing_behind() {
             && err.contains("address 10.48.0.250 is given to another workload too"),
         "{err}"
     );
-    assert_eq!(lab.namespaces().len(), 9, "nothing changed");
+    assert_eq!(lab.namespaces().len(), 10, "nothing changed");
 
     // --prune removes what the file no longer has: the debug pod and its namespace.
     let without_debug: String = DEMO.replace(
@@ -196,7 +205,7 @@ fn a_lab_runs_the_demo_follows_reloads_and_leaves_nothing_behind() {
     let out = lab.load(&without_debug, true);
     assert!(out.contains("Pod \"web/debug\" deleted (pruned)"), "{out}");
     assert!(
-        out.contains("workloads removed: web/debug, web/fixed"),
+        out.contains("workloads removed: web/debug, web/fixed, web/given"),
         "{out}"
     );
     assert_eq!(lab.namespaces().len(), 7);
