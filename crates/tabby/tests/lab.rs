@@ -294,10 +294,9 @@ fn killing_and_restarting_an_agent_keeps_allowed_flows_up_and_denied_flows_out()
     ) {
         return;
     }
-    // Datastore routing: this is about policy enforcement across a restart. Under BGP the
-    // killed agent's peer drops its learned routes at once (no graceful-restart retention
-    // yet), which breaks the established flow for routing reasons.
-    let lab = TestLab::up_with("rs", &["--nodes", "2", "--routing", "datastore"]);
+    // On BGP (the default): graceful restart keeps the routes to and from node-2 while its
+    // agent is down and restarting.
+    let lab = TestLab::up("rs", 2);
     lab.load(RESTART, false);
     let state = lab.state();
     let netns = |w: &str| {
