@@ -197,6 +197,12 @@ impl Run {
                 None => self.rx.recv().await,
             };
             let Some(event) = event else { break };
+            let event = match event {
+                Event::Command(Command::Originate(p, c)) => self.origin_batch(p, Some(c)),
+                Event::Command(Command::Withdraw(p)) => self.origin_batch(p, None),
+                other => Some(other),
+            };
+            let Some(event) = event else { continue };
             if !self.handle(event) {
                 break;
             }
@@ -206,6 +212,23 @@ impl Run {
         for l in &self.listeners {
             l.abort();
         }
+    }
+
+    /// Applies one origin change and every other one already queued behind it at once (the
+    /// agent hands its blocks over one by one), so neighbours get full UPDATEs rather than one
+    /// per prefix. Returns the first other event met, to be handled next.
+    fn origin_batch(&mut self, prefix: IpNet, communities: Option<Vec<u32>>) -> Option<Event> {
+        let mut batch = vec![(prefix, communities)];
+        let next = loop {
+            match self.rx.try_recv() {
+                Ok(Event::Command(Command::Originate(p, c))) => batch.push((p, Some(c))),
+                Ok(Event::Command(Command::Withdraw(p))) => batch.push((p, None)),
+                Ok(other) => break Some(other),
+                Err(_) => break None,
+            }
+        };
+        self.speaker.set_origin(batch);
+        next
     }
 
     /// Returns false to stop.

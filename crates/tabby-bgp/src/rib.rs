@@ -9,8 +9,11 @@ use ipnet::IpNet;
 
 use crate::wire::{Family, PathAttrs};
 
+mod intern;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use intern::Interner;
 
 /// LOCAL_PREF assumed when a route has none (RFC 4271 leaves it to policy; BIRD, FRR and
 /// GoBGP use 100).
@@ -199,6 +202,11 @@ impl Rib {
 
     pub(crate) fn local_prefixes(&self) -> impl Iterator<Item = &IpNet> {
         self.local.keys()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn local_attrs(&self) -> impl Iterator<Item = &Arc<PathAttrs>> {
+        self.local.values()
     }
 
     /// Re-runs selection for a prefix; returns the old and new best when they differ.

@@ -13,7 +13,7 @@ use crate::config::{PeerConfig, PeerStatus, SessionState, SpeakerConfig};
 use crate::error::PeerError;
 use crate::export::{self, Exported, Target};
 use crate::peer::{Peer, PeerEvent};
-use crate::rib::{PeerInfo, Rib, RouteIn, Source, family_of};
+use crate::rib::{Interner, PeerInfo, Rib, RouteIn, Source, family_of};
 use crate::wire::{
     self, AttrFault, Family, FaultAction, GracefulRestart, Notification, PathAttrs, Update, code,
 };
@@ -89,6 +89,8 @@ pub struct Speaker {
     peers: BTreeMap<IpAddr, Peer>,
     owners: HashMap<ConnId, IpAddr>,
     rib: Rib,
+    /// Every attribute set the RIBs hold, once.
+    interner: Interner,
     adj_out: HashMap<IpAddr, HashMap<IpNet, Exported>>,
     dirty: BTreeSet<IpNet>,
     next_id: u64,
@@ -103,6 +105,7 @@ impl Speaker {
             peers: BTreeMap::new(),
             owners: HashMap::new(),
             rib: Rib::default(),
+            interner: Interner::default(),
             adj_out: HashMap::new(),
             dirty: BTreeSet::new(),
             next_id: 0,
@@ -170,26 +173,32 @@ impl Speaker {
 
     /// Originates a prefix (the agent's IPAM blocks), with optional communities.
     pub fn originate(&mut self, prefix: IpNet, communities: Vec<u32>) {
-        let prefix = prefix.trunc();
-        let attrs = PathAttrs {
-            origin: Some(wire::Origin::Igp),
-            as_path: Some(wire::AsPath::default()),
-            communities,
-            ..PathAttrs::default()
-        };
-        if self.rib.set_local(prefix, Some(Arc::new(attrs))) {
-            self.dirty.insert(prefix);
-            self.flush();
-        }
+        self.set_origin([(prefix, Some(communities))]);
     }
 
     /// Stops originating a prefix.
     pub fn withdraw(&mut self, prefix: IpNet) {
-        let prefix = prefix.trunc();
-        if self.rib.set_local(prefix, None) {
-            self.dirty.insert(prefix);
-            self.flush();
+        self.set_origin([(prefix, None)]);
+    }
+
+    /// Originates (`Some(communities)`) or stops originating (`None`) many prefixes, then
+    /// updates neighbours once: the prefixes sharing attributes go out in full UPDATEs.
+    pub fn set_origin(&mut self, changes: impl IntoIterator<Item = (IpNet, Option<Vec<u32>>)>) {
+        for (prefix, communities) in changes {
+            let prefix = prefix.trunc();
+            let attrs = communities.map(|communities| {
+                self.interner.intern(PathAttrs {
+                    origin: Some(wire::Origin::Igp),
+                    as_path: Some(wire::AsPath::default()),
+                    communities,
+                    ..PathAttrs::default()
+                })
+            });
+            if self.rib.set_local(prefix, attrs) {
+                self.dirty.insert(prefix);
+            }
         }
+        self.flush();
     }
 
     /// Prefixes we originate.
@@ -530,7 +539,7 @@ impl Speaker {
             attrs.cluster_list.clear();
         }
         attrs.next_hop = None;
-        let attrs = Arc::new(attrs);
+        let attrs = self.interner.intern(attrs);
         for p in withdrawn {
             if self.rib.set_in(addr, p, None) {
                 self.dirty.insert(p);
@@ -662,7 +671,8 @@ impl Speaker {
                 continue;
             }
             match desired {
-                Some(e) => {
+                Some(mut e) => {
+                    e.attrs = self.interner.intern_arc(e.attrs);
                     announce
                         .entry((family_of(&prefix), e.next_hop))
                         .or_default()

@@ -189,3 +189,25 @@ fn local_routes_win_and_stale_routes_can_be_purged() {
     );
     assert_eq!(rib.reselect(p).unwrap().1, None);
 }
+
+#[test]
+fn interner_shares_equal_sets_and_sweeps_unused_ones() {
+    let mut i = Interner::default();
+    let with = |med| PathAttrs {
+        med: Some(med),
+        ..PathAttrs::default()
+    };
+    let a = i.intern(with(1));
+    let b = i.intern_arc(Arc::new(with(1)));
+    assert!(Arc::ptr_eq(&a, &b));
+    assert!(!Arc::ptr_eq(&a, &i.intern(with(2))));
+    // Thousands of sets used once and dropped: the set stays near the live ones.
+    for med in 3..5000 {
+        drop(i.intern(with(med)));
+    }
+    assert!(i.len() <= 2048, "{} sets held", i.len());
+    assert!(
+        Arc::ptr_eq(&a, &i.intern(with(1))),
+        "a live set survives sweeps"
+    );
+}

@@ -544,3 +544,54 @@ fn no_export_community_stays_inside_the_as() {
         vec![(65001 << 16) | 7]
     );
 }
+
+#[test]
+fn many_originated_prefixes_share_one_attribute_set_and_go_out_in_full_updates() {
+    let (mut lab, a, b) = ebgp_pair();
+    let prefixes: Vec<IpNet> = (0..1000u32)
+        .map(|i| net(&format!("10.{}.{}.0/26", 100 + i / 256, i % 256)))
+        .collect();
+    lab.nodes[a]
+        .1
+        .set_origin(prefixes.iter().map(|&p| (p, Some(vec![]))));
+    let mut sends = Vec::new();
+    while let Some(action) = lab.nodes[a].1.poll_action() {
+        match action {
+            Action::Send { conn, data } => sends.push((conn, data)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // One UPDATE per prefix would be at least 19 + 4 bytes of header and NLRI each, plus the
+    // attributes; packed, a /26 costs 4 bytes of NLRI.
+    let bytes: usize = sends.iter().map(|(_, d)| d.len()).sum();
+    assert_eq!(sends.len(), 1, "one write for the whole batch");
+    assert!(bytes < 1000 * 6, "{bytes} bytes for 1000 prefixes");
+    for (conn, data) in sends {
+        let (j, their) = lab.links[&(a, conn)];
+        let now = lab.now;
+        lab.nodes[j].1.received(now, their, &data);
+    }
+    lab.settle();
+    assert_eq!(lab.learned(b).len(), 1000);
+    assert_eq!(lab.status(a, b).prefixes_advertised, 1000);
+
+    // The RIBs hold one copy of the attributes on each side, not one per route.
+    let speaker = &lab.nodes[a].1;
+    let sent: Vec<&Arc<PathAttrs>> = speaker.adj_out[&ip(2)].values().map(|e| &e.attrs).collect();
+    assert!(sent.iter().all(|x| Arc::ptr_eq(x, sent[0])));
+    let local: Vec<&Arc<PathAttrs>> = speaker.rib.local_attrs().collect();
+    assert_eq!(local.len(), 1000);
+    assert!(local.iter().all(|x| Arc::ptr_eq(x, local[0])));
+    assert!(
+        speaker.interner.len() <= 3,
+        "{} sets",
+        speaker.interner.len()
+    );
+
+    // Withdrawn in one batch too; the unused sets go at a later sweep.
+    lab.nodes[a]
+        .1
+        .set_origin(prefixes.iter().map(|&p| (p, None)));
+    lab.settle();
+    assert!(lab.learned(b).is_empty());
+}
