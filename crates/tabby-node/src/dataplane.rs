@@ -2,6 +2,7 @@
 //! workloads (through their interface) and to other nodes' workloads (through those nodes'
 //! addresses) through [`Netlink`].
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -40,7 +41,9 @@ pub struct Dataplane<L> {
     routes_unknown: bool,
     /// Routes learned by BGP. A destination's route is the engine's route to a local workload,
     /// else the learned one, else (datastore routing only) the engine's remote one.
-    learned: BTreeMap<IpNet, Route>,
+    /// Only the next hop is kept (the route is built when written): 100,000 learned routes
+    /// are a fifth of the agent's memory otherwise.
+    learned: BTreeMap<IpNet, IpAddr>,
     /// Whether the engine's routes to other nodes' workloads are programmed (datastore
     /// routing) or left to BGP.
     remote_from_datastore: bool,
@@ -178,19 +181,22 @@ impl<L: Netlink> Dataplane<L> {
     /// The route to program for `dst`, by precedence (see the `learned` field).
     /// A local workload's route first, then this node's block blackhole, then the remote
     /// route (datastore routing) or the learned one.
-    fn effective(&self, dst: &IpNet) -> Option<&Route> {
+    fn effective(&self, dst: &IpNet) -> Option<Cow<'_, Route>> {
         match self.routes.get(dst) {
-            Some(r) if r.gateway.is_none() => Some(r),
-            _ if self.blackholes.contains_key(dst) => self.blackholes.get(dst),
-            Some(r) if self.remote_from_datastore => Some(r),
-            _ => self.learned.get(dst),
+            Some(r) if r.gateway.is_none() => Some(Cow::Borrowed(r)),
+            _ if self.blackholes.contains_key(dst) => self.blackholes.get(dst).map(Cow::Borrowed),
+            Some(r) if self.remote_from_datastore => Some(Cow::Borrowed(r)),
+            _ => self
+                .learned
+                .get(dst)
+                .map(|&gw| Cow::Owned(learned_route(*dst, gw))),
         }
     }
 
     /// What to write for `dst`: its effective route, or its absence.
     fn write_for(&self, dst: IpNet) -> RouteWrite {
         match self.effective(&dst) {
-            Some(r) => RouteWrite::Replace(r.clone()),
+            Some(r) => RouteWrite::Replace(r.into_owned()),
             None => RouteWrite::Delete(dst),
         }
     }
@@ -221,7 +227,10 @@ impl<L: Netlink> Dataplane<L> {
                     ops += 1;
                 }
                 (Err(err), RouteWrite::Replace(route))
-                    if self.learned.get(&dst) == Some(&route) =>
+                    if self
+                        .learned
+                        .get(&dst)
+                        .is_some_and(|&gw| learned_route(dst, gw) == route) =>
                 {
                     tracing::warn!(%dst, error = %err, "learned route refused by the kernel; retrying later");
                     self.learned_failed.insert(dst);
@@ -295,16 +304,7 @@ impl<L: Netlink> Dataplane<L> {
     /// Sets (`Some(next hop)`) or removes the route BGP learned to `dst`.
     pub fn set_learned(&mut self, dst: IpNet, next_hop: Option<IpAddr>) {
         let changed = match next_hop {
-            Some(gw) => {
-                let route = Route {
-                    dst,
-                    dev: None,
-                    gateway: Some(gw),
-                    scope_link: false,
-                    onlink: false,
-                };
-                self.learned.insert(dst, route.clone()) != Some(route)
-            }
+            Some(gw) => self.learned.insert(dst, gw) != Some(gw),
             None => self.learned.remove(&dst).is_some(),
         };
         if changed {
@@ -406,5 +406,16 @@ impl<L: Netlink> Dataplane<L> {
                 0
             },
         }
+    }
+}
+
+/// The kernel route for a destination BGP learned through `gateway`.
+fn learned_route(dst: IpNet, gateway: IpAddr) -> Route {
+    Route {
+        dst,
+        dev: None,
+        gateway: Some(gateway),
+        scope_link: false,
+        onlink: false,
     }
 }
