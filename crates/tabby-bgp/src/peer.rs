@@ -5,6 +5,7 @@
 //! (ours and theirs) until collision detection keeps one. So a [`Peer`] holds up to two
 //! [`Conn`]s, and its reported state is that of the most advanced one.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,8 @@ use crate::wire::{
 };
 use crate::{Action, ConnId};
 
+#[cfg(test)]
+mod collision_tests;
 #[cfg(test)]
 mod tests;
 
@@ -96,6 +99,10 @@ pub(crate) struct Peer {
     pub(crate) last_error: Option<PeerError>,
     pub(crate) disabled: Option<PeerError>,
     pub(crate) flaps: u32,
+    /// When the peer was configured and how many timers it has jittered: with our router ID,
+    /// the seed of the jitter.
+    epoch: Instant,
+    draws: u64,
 }
 
 fn send(out: &mut Vec<Action>, conn: ConnId, msg: &Message, ctx: Context) {
@@ -124,7 +131,21 @@ impl Peer {
             last_error: None,
             disabled: None,
             flaps: 0,
+            epoch: now,
+            draws: 0,
         }
+    }
+
+    /// RFC 4271 10: a timer shortened by up to a quarter, so that two speakers that failed
+    /// together do not retry together (and collide again). There is no random source in the
+    /// sans-I/O core: the factor comes from our router ID, the neighbour and the time.
+    fn jittered(&mut self, d: Duration, now: Instant, sc: &SpeakerConfig) -> Duration {
+        let mut h = DefaultHasher::new();
+        (sc.router_id, self.cfg.addr, self.draws).hash(&mut h);
+        now.saturating_duration_since(self.epoch).hash(&mut h);
+        self.draws += 1;
+        let draw = u32::try_from(h.finish() % 1024).unwrap_or(0);
+        d.mul_f64(0.75 + 0.25 * f64::from(draw) / 1024.0)
     }
 
     pub(crate) fn state(&self) -> SessionState {
@@ -223,7 +244,7 @@ impl Peer {
             hold_at: None,
             keepalive_at: None,
         });
-        self.connect_retry_at = Some(now + sc.connect_retry);
+        self.connect_retry_at = Some(now + self.jittered(sc.connect_retry, now, sc));
         out.push(Action::Connect {
             conn: id,
             remote: std::net::SocketAddr::new(self.cfg.addr, self.cfg.port),
@@ -317,6 +338,17 @@ impl Peer {
         out: &mut Vec<Action>,
     ) -> bool {
         let open = self.our_open(sc);
+        if self
+            .conns
+            .iter()
+            .any(|c| c.id != conn && c.state >= ConnState::OpenConfirm)
+        {
+            // Collision (RFC 4271 6.8) settled before it starts: the neighbour has already
+            // answered on the other connection, and without our OPEN it cannot pick this one.
+            debug!("outgoing connection dropped: another one is past OpenSent");
+            self.conns.retain(|c| c.id != conn);
+            return false;
+        }
         let Some(c) = self.conns.iter_mut().find(|c| c.id == conn) else {
             return false;
         };
@@ -344,30 +376,28 @@ impl Peer {
         ids: &mut u64,
         out: &mut Vec<Action>,
     ) -> (Option<ConnId>, Vec<PeerEvent>) {
-        let mut events = Vec::new();
+        let events = Vec::new();
         if self.disabled.is_some() || self.idle_until.is_some() {
             debug!("incoming connection refused: session held down");
             return (None, events);
         }
-        if let Some(est) = self
-            .conns
-            .iter()
-            .find(|c| c.state == ConnState::Established)
-        {
+        if self.conns.iter().any(|c| c.state == ConnState::Established) {
             let graceful = self.session.as_ref().is_some_and(|s| s.peer_gr.is_some());
             if !graceful {
                 // RFC 4271 6.8: a connection colliding with an Established one is closed.
                 debug!("incoming connection refused: session already established");
                 return (None, events);
             }
-            // RFC 4724 4.2: a new connection from a restarting neighbour ends the old session,
-            // whose routes become stale.
-            info!("neighbour reconnected: treating it as a graceful restart");
-            let id = est.id;
-            events.extend(self.drop_conn(id, now, sc, None, PeerError::ConnectionClosed, out));
-            self.idle_until = None;
+            // RFC 4724 4.2: a restarting neighbour connects again while its old session still
+            // looks up. But the connection may also be the late half of a collision that the
+            // neighbour is about to close: its OPEN tells which (see `open_received`).
+            debug!("incoming connection while established: waiting for its OPEN");
         }
-        if self.conns.iter().any(|c| !c.outbound) {
+        if self
+            .conns
+            .iter()
+            .any(|c| !c.outbound && c.state != ConnState::Established)
+        {
             debug!("incoming connection refused: one is already in progress");
             return (None, events);
         }
@@ -486,8 +516,20 @@ impl Peer {
             );
         }
         out.push(Action::Close { conn: c.id });
-        if reason == PeerError::Collision {
-            // Losing a collision is not a failure of the neighbour.
+        let before_open = c.state <= ConnState::OpenSent;
+        if reason == PeerError::Collision || (before_open && reason == PeerError::ConnectionClosed)
+        {
+            // Losing a collision is not a failure of the neighbour, nor is a connection closed
+            // before its OPEN (the neighbour not listening yet, or not knowing us yet): try
+            // again on the connect retry timer; idle hold and its backoff damp sessions that
+            // fail or flap.
+            if reason != PeerError::Collision {
+                debug!("connection closed before the neighbour's OPEN");
+                self.last_error = Some(reason);
+            }
+            if self.conns.is_empty() && !self.cfg.passive && self.disabled.is_none() {
+                self.connect_retry_at = Some(now + self.jittered(sc.connect_retry, now, sc));
+            }
             return Vec::new();
         }
         match &reason {
@@ -515,7 +557,7 @@ impl Peer {
             {
                 self.backoff = sc.idle_hold;
             }
-            self.idle_until = Some(now + self.backoff);
+            self.idle_until = Some(now + self.jittered(self.backoff, now, sc));
             self.backoff = (self.backoff * 2).min(sc.idle_hold_max);
             self.connect_retry_at = None;
         }
@@ -597,6 +639,14 @@ impl Peer {
         }
         let state = c.state;
         match (state, msg) {
+            (state, Message::Notification(n))
+                if state != ConnState::Established
+                    && (n.code, n.subcode) == (code::CEASE, code::CEASE_COLLISION) =>
+            {
+                // The neighbour settled a collision: our other connection is the one it kept.
+                debug!("neighbour closed a connection that lost a collision");
+                self.drop_conn(conn, now, sc, None, PeerError::Collision, out)
+            }
             (_, Message::Notification(n)) => {
                 self.drop_conn(conn, now, sc, None, PeerError::NotificationReceived(n), out)
             }
@@ -652,23 +702,55 @@ impl Peer {
         }
 
         // RFC 4271 6.8: with two connections, the one started by the speaker with the higher
-        // BGP identifier survives.
+        // BGP identifier survives. Both ends must settle on the same one although each sees
+        // the messages of the two connections in its own order, so only the higher end
+        // decides (here, when an OPEN shows a second connection), and the lower end follows
+        // it: it answers every OPEN and keeps the connection the higher end confirms with a
+        // KEEPALIVE (`establish`). The higher end confirms only one.
         let mut events = Vec::new();
-        let other = self
-            .conns
-            .iter()
-            .find(|c| c.id != conn && c.state >= ConnState::OpenConfirm)
-            .map(|c| (c.id, c.outbound, c.state));
-        if let Some((other_id, other_outbound, other_state)) = other {
-            let this_outbound = !other_outbound;
-            let we_win = u32::from(sc.router_id) > u32::from(open.bgp_id);
-            let keep_this = other_state != ConnState::Established && (this_outbound == we_win);
-            let loser = if keep_this { other_id } else { conn };
-            debug!(we_win, "connection collision");
-            let n = Notification::new(code::CEASE, code::CEASE_COLLISION);
-            events.extend(self.drop_conn(loser, now, sc, Some(n), PeerError::Collision, out));
-            if loser == conn {
-                return events;
+        if higher(sc, &open, self.cfg.asn) {
+            let this_outbound = self.conns.iter().any(|c| c.id == conn && c.outbound);
+            let other = self
+                .conns
+                .iter()
+                .find(|c| c.id != conn && c.state >= ConnState::OpenSent)
+                .map(|c| (c.id, c.outbound, c.state));
+            if let Some((other_id, other_outbound, other_state)) = other {
+                let restarted = other_state == ConnState::Established && !this_outbound;
+                let keep_this = match other_state {
+                    // The lower end starts no connection once it has answered on another:
+                    // an OPEN on a new one from it means it restarted.
+                    ConnState::Established => restarted,
+                    // Already confirmed to the neighbour: that one stays.
+                    ConnState::OpenConfirm => false,
+                    _ => this_outbound && !other_outbound,
+                };
+                debug!(keep_this, "connection collision");
+                if restarted {
+                    info!("neighbour reconnected: treating it as a graceful restart");
+                    events.extend(self.drop_conn(
+                        other_id,
+                        now,
+                        sc,
+                        None,
+                        PeerError::ConnectionClosed,
+                        out,
+                    ));
+                } else {
+                    let loser = if keep_this { other_id } else { conn };
+                    let n = Notification::new(code::CEASE, code::CEASE_COLLISION);
+                    events.extend(self.drop_conn(
+                        loser,
+                        now,
+                        sc,
+                        Some(n),
+                        PeerError::Collision,
+                        out,
+                    ));
+                    if loser == conn {
+                        return events;
+                    }
+                }
             }
         }
 
@@ -698,15 +780,32 @@ impl Peer {
         out: &mut Vec<Action>,
     ) -> Vec<PeerEvent> {
         let mut events = Vec::new();
-        let others: Vec<ConnId> = self
+        let others: Vec<(ConnId, ConnState)> = self
             .conns
             .iter()
             .filter(|c| c.id != conn)
-            .map(|c| c.id)
+            .map(|c| (c.id, c.state))
             .collect();
-        for id in others {
-            let n = Notification::new(code::CEASE, code::CEASE_COLLISION);
-            events.extend(self.drop_conn(id, now, sc, Some(n), PeerError::Collision, out));
+        let we_decide = self
+            .conns
+            .iter()
+            .find(|c| c.id == conn)
+            .and_then(|c| c.open.as_ref())
+            .is_some_and(|open| higher(sc, open, self.cfg.asn));
+        for (id, state) in others {
+            if we_decide && state != ConnState::Connecting {
+                // Settled when its OPEN comes (`open_received`): a restarted neighbour's.
+                continue;
+            }
+            // The higher end confirmed this connection, so it closes its others; an older
+            // Established one is a session the neighbour restarted away from.
+            let (n, reason) = if state == ConnState::Established {
+                (None, PeerError::ConnectionClosed)
+            } else {
+                let n = Notification::new(code::CEASE, code::CEASE_COLLISION);
+                (Some(n), PeerError::Collision)
+            };
+            events.extend(self.drop_conn(id, now, sc, n, reason, out));
         }
         let Some(c) = self.conns.iter_mut().find(|c| c.id == conn) else {
             return events;
@@ -758,6 +857,12 @@ impl Peer {
             _ => false,
         }
     }
+}
+
+/// Whether we are the end that settles connection collisions: the higher BGP identifier (the
+/// AS number breaks a tie, which only eBGP allows, as RFC 6286 2.3).
+fn higher(sc: &SpeakerConfig, theirs: &Open, their_asn: u32) -> bool {
+    (u32::from(sc.router_id), sc.asn) > (u32::from(theirs.bgp_id), their_asn)
 }
 
 /// A third of the hold time (RFC 4271 10), at least one second.

@@ -245,3 +245,47 @@ fn hold_timer_from_the_negotiated_hold_time() {
     );
     assert_eq!(s.state(), SessionState::Idle);
 }
+
+/// The gaps between our connection attempts to a neighbour whose listener takes the
+/// connection and closes it at once (its agent not started yet or not knowing us yet).
+fn retry_gaps(close_after_connect: bool) -> Vec<Duration> {
+    let mut speaker = Speaker::new(SpeakerConfig::new(65001, Ipv4Addr::new(10, 0, 0, 1)));
+    let mut now = Instant::now();
+    speaker.add_peer(now, PeerConfig::new(THEM, 65002));
+    let mut attempts = Vec::new();
+    while attempts.len() < 6 {
+        while let Some(a) = speaker.poll_action() {
+            if let Action::Connect { conn, .. } = a {
+                attempts.push(now);
+                if close_after_connect {
+                    speaker.connected(now, conn, US);
+                    speaker.closed(now, conn);
+                } else {
+                    speaker.connect_failed(now, conn);
+                }
+            }
+        }
+        now = speaker.next_timeout().expect("a timer to try again");
+        speaker.timeout(now);
+    }
+    attempts.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[test]
+fn a_neighbour_not_answering_yet_is_retried_on_the_jittered_connect_retry_timer() {
+    for close_after_connect in [false, true] {
+        let gaps = retry_gaps(close_after_connect);
+        for gap in &gaps {
+            // 5 s connect retry, shortened by at most a quarter; never the idle hold's
+            // backoff (10, 20, 30 s) meant for sessions that fail after their OPEN.
+            assert!(
+                *gap >= Duration::from_millis(3750) && *gap <= Duration::from_secs(5),
+                "closed after connect: {close_after_connect}: {gaps:?}"
+            );
+        }
+        assert!(
+            gaps.windows(2).any(|w| w[0] != w[1]),
+            "jittered, not in step: {gaps:?}"
+        );
+    }
+}
