@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use tabby_dataplane::workload::{self, NetnsSysctls, Workload};
-use tabby_dataplane::{Netlink, Route, RtNetlink};
+use tabby_dataplane::{Netlink, NetlinkError, Route, RtNetlink};
 
 use crate::plumbing::{Plumbing, WorkloadPlumb};
 
@@ -132,6 +132,32 @@ impl Plumbing for KernelPlumbing {
             workload::unplumb(&host, host_interface)
                 .await
                 .map_err(|e| e.to_string())
+        })
+    }
+
+    fn del_while(&self, host_interface: &str, meanwhile: &mut dyn FnMut()) -> Result<(), String> {
+        // Down first (a fraction of a millisecond): from then on the interface carries nothing
+        // and the kernel has dropped the host routes through it, so its addresses may be
+        // released. The delete itself then waits in the kernel for an RCU barrier
+        // (`netdev_run_todo`, 15-20 ms here) with the netlink request blocking its thread;
+        // the release runs beside it instead of after it.
+        let present = runtime()?.block_on(async {
+            match self.host()?.set_down(host_interface).await {
+                Ok(()) => Ok(true),
+                Err(NetlinkError::NoSuchLink(_)) => Ok(false),
+                Err(e) => Err(e.to_string()),
+            }
+        })?;
+        if !present {
+            meanwhile();
+            return Ok(());
+        }
+        std::thread::scope(|s| {
+            let deleting = s.spawn(|| self.del(host_interface));
+            meanwhile();
+            deleting
+                .join()
+                .unwrap_or_else(|_| Err(format!("deleting {host_interface} panicked")))
         })
     }
 

@@ -284,12 +284,18 @@ impl Plugin for TabbyPlugin<'_> {
             tracing::info!(handle = %id.handle, ?freed, "addresses released");
             return Ok(());
         }
-        // The interface first, so the address is unreachable before it can be reused; then
-        // the record and the addresses in one commit.
+        // The interface out of service first, so the address is unreachable before it can be
+        // reused; then the record and the addresses in one commit, while the kernel finishes
+        // removing the interface.
+        let mut released = None;
         self.plumbing
-            .del(&id.host_interface)
+            .del_while(&id.host_interface, &mut || {
+                released = Some(release_with_records(&call, inv, &id));
+            })
             .map_err(|e| CniError::new(code::PLUMBING, e))?;
-        let freed = release_with_records(&call, inv, &id)?;
+        let freed = released.ok_or_else(|| {
+            CniError::new(code::INTERNAL, format!("{} was not released", id.handle))
+        })??;
         tracing::info!(workload = %id.wep_name, ?freed, "workload deleted");
         Ok(())
     }

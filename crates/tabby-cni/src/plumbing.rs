@@ -35,6 +35,15 @@ pub trait Plumbing {
     fn route(&self, w: &WorkloadPlumb<'_>) -> Result<(), String>;
     /// Removes the host side (and with it the workload side); nothing there is not an error.
     fn del(&self, host_interface: &str) -> Result<(), String>;
+    /// Like [`Plumbing::del`], running `meanwhile` once the interface can carry nothing more
+    /// (so the caller may release its addresses), possibly while the kernel is still removing
+    /// it; returns once it is gone. If the interface cannot be taken out of service,
+    /// `meanwhile` does not run.
+    fn del_while(&self, host_interface: &str, meanwhile: &mut dyn FnMut()) -> Result<(), String> {
+        self.del(host_interface)?;
+        meanwhile();
+        Ok(())
+    }
     /// Checks the workload is plumbed as `add` left it.
     fn check(&self, w: &WorkloadPlumb<'_>) -> Result<(), String>;
 }

@@ -147,6 +147,9 @@ pub trait Netlink {
     /// Sets an interface up.
     fn set_up(&self, name: &str) -> impl Future<Output = Result<(), NetlinkError>> + Send;
 
+    /// Sets an interface down: it carries nothing and the kernel drops the routes through it.
+    fn set_down(&self, name: &str) -> impl Future<Output = Result<(), NetlinkError>> + Send;
+
     /// Sets an interface's MAC address.
     fn set_mac(
         &self,

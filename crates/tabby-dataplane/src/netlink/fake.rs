@@ -145,6 +145,10 @@ impl Netlink for FakeNetlink {
         self.with_link(name, |l| l.up = true)
     }
 
+    async fn set_down(&self, name: &str) -> Result<(), NetlinkError> {
+        self.with_link(name, |l| l.up = false)
+    }
+
     async fn set_mac(&self, name: &str, mac: [u8; 6]) -> Result<(), NetlinkError> {
         self.with_link(name, |l| l.mac = Some(mac))
     }

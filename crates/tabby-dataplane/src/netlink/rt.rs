@@ -274,6 +274,16 @@ impl Netlink for RtNetlink {
             .map_err(kernel("set link up", name))
     }
 
+    async fn set_down(&self, name: &str) -> Result<(), NetlinkError> {
+        let index = self.index(name).await?;
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).down().build())
+            .execute()
+            .await
+            .map_err(kernel("set link down", name))
+    }
+
     async fn set_mac(&self, name: &str, mac: [u8; 6]) -> Result<(), NetlinkError> {
         let index = self.index(name).await?;
         self.handle
