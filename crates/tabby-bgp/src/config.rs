@@ -3,6 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
+
 use crate::error::PeerError;
 use crate::wire::Family;
 
@@ -94,8 +96,16 @@ pub struct PeerConfig {
     /// Cut the session (Cease, maximum number of prefixes reached) and keep it down when the
     /// neighbour announces more prefixes than this.
     pub max_prefixes: Option<u32>,
-    /// Set ourselves as next hop on routes sent to this iBGP neighbour (eBGP always does).
+    /// Set ourselves as next hop on every route sent to this neighbour (Calico's
+    /// `nextHopMode: Self`). Without it, iBGP keeps learned next hops and eBGP keeps those in
+    /// `shared_subnets` (Calico's `Auto`, BIRD's behaviour).
     pub next_hop_self: bool,
+    /// Keep learned next hops on routes sent to this eBGP neighbour too (Calico's
+    /// `keepOriginalNextHop` / `nextHopMode: Keep`).
+    pub next_hop_keep: bool,
+    /// Directly connected subnets we share with the neighbour: an eBGP neighbour gets a
+    /// learned route whose next hop is in one of them with that next hop (RFC 4271 5.1.3).
+    pub shared_subnets: Vec<IpNet>,
     /// IPv4 next hop to use when the session runs over IPv6.
     pub next_hop_v4: Option<Ipv4Addr>,
     /// IPv6 next hop to use when the session runs over IPv4 (needed to send IPv6 routes).
@@ -114,6 +124,8 @@ impl PeerConfig {
             rr_client: false,
             max_prefixes: None,
             next_hop_self: false,
+            next_hop_keep: false,
+            shared_subnets: Vec::new(),
             next_hop_v4: None,
             next_hop_v6: None,
         }

@@ -28,6 +28,10 @@ pub(crate) struct Target<'a> {
     pub(crate) ibgp: bool,
     pub(crate) rr_client: bool,
     pub(crate) next_hop_self: bool,
+    /// Pass learned next hops on unchanged to this eBGP neighbour too.
+    pub(crate) next_hop_keep: bool,
+    /// Subnets we share with the neighbour: a learned next hop in one is kept for eBGP.
+    pub(crate) shared_subnets: &'a [IpNet],
     /// Our address for each family on this session (from the connection or configuration).
     pub(crate) self_v4: Option<Ipv4Addr>,
     pub(crate) self_v6: Option<Ipv6Addr>,
@@ -113,7 +117,18 @@ pub(crate) fn export(
         }
         attrs.originator_id = None;
         attrs.cluster_list.clear();
-        self_nh?
+        // RFC 4271 5.1.3: a next hop on the neighbour's own subnet is passed on (a third-party
+        // next hop, BIRD's default too), so that it sends the traffic straight to the host of
+        // the route, not through us (which would make the flow asymmetric).
+        let third_party = best.next_hop.filter(|nh| {
+            best.source != Source::Local
+                && !to.next_hop_self
+                && (to.next_hop_keep || to.shared_subnets.iter().any(|n| n.contains(nh)))
+        });
+        match third_party {
+            Some(nh) => nh,
+            None => self_nh?,
+        }
     };
     attrs.next_hop = None;
     if attrs.origin.is_none() {

@@ -647,6 +647,8 @@ impl Speaker {
             ibgp: peer.cfg.asn == self.cfg.asn,
             rr_client: peer.cfg.rr_client,
             next_hop_self: peer.cfg.next_hop_self,
+            next_hop_keep: peer.cfg.next_hop_keep,
+            shared_subnets: &peer.cfg.shared_subnets,
             self_v4: peer.cfg.next_hop_v4.or(match local {
                 Some(IpAddr::V4(a)) => Some(a),
                 _ => None,

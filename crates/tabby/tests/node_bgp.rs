@@ -221,7 +221,7 @@ fn two_agents_learn_each_others_workloads_over_bgp_and_forward_between_them() {
     serve_ok(&wb, 8080);
 
     let _agent_a = run_agent(&host_a, &db, &dir, "node-a");
-    let _agent_b = run_agent(&host_b, &db, &dir, "node-b");
+    let mut agent_b = run_agent(&host_b, &db, &dir, "node-b");
     let diag = || {
         format!(
             "routes a: {:?}\nroutes b: {:?}\nstatus a: {}\nstatus b: {}",
@@ -263,6 +263,31 @@ fn two_agents_learn_each_others_workloads_over_bgp_and_forward_between_them() {
         table.contains("Established") && table.contains("routing by bgp"),
         "{table}"
     );
+
+    // b's agent is SIGKILLed: it announced graceful restart, so a keeps b's route (stale) for
+    // the restart time instead of dropping it with the session, and flows keep going; b's
+    // kernel still forwards. b comes back and the session with it.
+    agent_b.0.kill().expect("SIGKILL b's agent");
+    let _ = agent_b.0.wait();
+    wait_for("a to see b's session drop", diag, || {
+        status(&host_a, true).is_some_and(|s| !s.contains("Established"))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        learned(&host_a, "10.68.1.1", &b_ip),
+        "a kept b's route through b's restart\n{}",
+        diag()
+    );
+    assert!(
+        tcp_probe(&wa, Ipv4Addr::new(10, 68, 1, 1), 8080),
+        "wa -> wb while b's agent is down\n{}",
+        diag()
+    );
+    drop(agent_b);
+    let _agent_b = run_agent(&host_b, &db, &dir, "node-b");
+    wait_for("b's session back", diag, || {
+        status(&host_a, true).is_some_and(|s| s.contains("Established"))
+    });
 
     // The workload on b goes: its route leaves a's kernel.
     tabby_ok(

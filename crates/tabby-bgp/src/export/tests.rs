@@ -21,6 +21,8 @@ fn target(last: u8, ibgp: bool) -> Target<'static> {
         ibgp,
         rr_client: false,
         next_hop_self: false,
+        next_hop_keep: false,
+        shared_subnets: &[],
         self_v4: Some(Ipv4Addr::new(10, 0, 0, 1)),
         self_v6: None,
         families: FAMILIES,
@@ -176,4 +178,39 @@ fn well_known_communities() {
         None
     );
     assert!(export(&p(), &with(NO_EXPORT), from, &target(3, true), &me(false)).is_some());
+}
+
+#[test]
+fn ebgp_keeps_a_learned_next_hop_on_the_neighbours_subnet_unless_told_otherwise() {
+    let subnet: [IpNet; 1] = ["192.0.2.0/24".parse().unwrap()];
+    let other: [IpNet; 1] = ["198.51.100.0/24".parse().unwrap()];
+    let third_party = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+    let ours = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    let next_hop = |shared: &[IpNet], keep: bool, nh_self: bool, best: &Best| {
+        let mut to = target(3, false);
+        to.shared_subnets = shared;
+        to.next_hop_keep = keep;
+        to.next_hop_self = nh_self;
+        let from = if best.source == Source::Local {
+            None
+        } else {
+            info(false, false)
+        };
+        export(&p(), best, from, &to, &me(false)).map(|e| e.next_hop)
+    };
+    let learned = learned(2, ibgp_attrs());
+    // Auto: kept on the shared subnet, ours elsewhere.
+    assert_eq!(next_hop(&subnet, false, false, &learned), Some(third_party));
+    assert_eq!(next_hop(&other, false, false, &learned), Some(ours));
+    assert_eq!(next_hop(&[], false, false, &learned), Some(ours));
+    // Keep: always the learned one; Self: always ours.
+    assert_eq!(next_hop(&[], true, false, &learned), Some(third_party));
+    assert_eq!(next_hop(&subnet, false, true, &learned), Some(ours));
+    // Our own routes always carry our address.
+    let local = Best {
+        source: Source::Local,
+        attrs: Arc::new(PathAttrs::default()),
+        next_hop: Some(third_party),
+    };
+    assert_eq!(next_hop(&subnet, true, false, &local), Some(ours));
 }

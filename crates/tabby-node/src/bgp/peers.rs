@@ -190,6 +190,18 @@ impl Addrs {
     }
 }
 
+/// The subnets of the node's BGP addresses (Calico writes them with their prefix length):
+/// the directly connected networks a peer can share with it.
+fn subnets_of(bgp: &NodeBgpSpec) -> Vec<IpNet> {
+    [&bgp.ipv4_address, &bgp.ipv6_address]
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.parse::<IpNet>().ok())
+        .filter(|n| n.prefix_len() < n.max_prefix_len())
+        .map(|n| n.trunc())
+        .collect()
+}
+
 /// Calico's protocol name suffix: the address with `.` and `:` as `_`.
 fn name_for(prefix: &str, addr: IpAddr) -> String {
     format!("{prefix}_{}", addr.to_string().replace(['.', ':'], "_"))
@@ -354,6 +366,7 @@ impl BgpInputs {
             .as_ref()
             .ok_or_else(|| Unavailable::NoBgpSpec(host.to_owned()))?;
         let my_addrs = Addrs::of(my_bgp);
+        let my_subnets = subnets_of(my_bgp);
         if my_addrs.v4.is_none() && my_addrs.v6.is_none() {
             return Err(Unavailable::NoAddress(host.to_owned()));
         }
@@ -390,6 +403,11 @@ impl BgpInputs {
             cfg.local_addr = Some(local);
             cfg.next_hop_v4 = my_addrs.v4;
             cfg.next_hop_v6 = my_addrs.v6;
+            cfg.shared_subnets = my_subnets
+                .iter()
+                .filter(|n| n.contains(&remote))
+                .copied()
+                .collect();
             cfg
         };
 
@@ -439,6 +457,8 @@ impl BgpInputs {
             let prefix = if specific { "Node" } else { "Global" };
             let here = applies(host, &me.labels);
             let next_hop_self = spec.next_hop_mode.as_deref() == Some("Self");
+            let next_hop_keep = spec.keep_original_next_hop == Some(true)
+                || spec.next_hop_mode.as_deref() == Some("Keep");
             let use_node_ip = spec.source_address.as_deref() != Some("None");
             if let Some(peer_ip) = &spec.peer_ip {
                 let Some((remote, remote_port)) = parse_peer_ip(peer_ip) else {
@@ -454,6 +474,7 @@ impl BgpInputs {
                 let mut cfg = base(local, remote, asn, remote_port.unwrap_or(DEFAULT_PORT));
                 cfg.local_addr = use_node_ip.then_some(local);
                 cfg.next_hop_self = next_hop_self;
+                cfg.next_hop_keep = next_hop_keep;
                 cfg.rr_client = cluster_id.is_some() && asn == my_asn;
                 let kind = if cfg.rr_client {
                     PeerKind::ReflectorClient
@@ -496,6 +517,7 @@ impl BgpInputs {
                     let mut cfg = base(local, remote, asn, self.port_of(name));
                     cfg.local_addr = use_node_ip.then_some(local);
                     cfg.next_hop_self = next_hop_self;
+                    cfg.next_hop_keep = next_hop_keep;
                     cfg.rr_client =
                         cluster_id.is_some() && asn == my_asn && their_cluster != cluster_id;
                     let kind = if cfg.rr_client {

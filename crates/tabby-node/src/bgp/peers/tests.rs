@@ -172,3 +172,36 @@ fn a_node_without_bgp_cannot_run_the_speaker_and_says_why() {
         "removing what is not there changes nothing"
     );
 }
+
+#[test]
+fn next_hops_are_kept_on_a_shared_subnet_or_when_a_bgp_peer_says_keep() {
+    let peer = |name: &str, ip: &str, extra: &str| {
+        format!(
+            "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: {name}}}\nspec: {{node: a, peerIP: '{ip}', asNumber: 65001{extra}}}\n"
+        )
+    };
+    let yaml = [
+        three_nodes(),
+        peer("tor", "10.0.0.254", ""),
+        peer("far", "192.0.2.1", ""),
+        peer("keep", "192.0.2.2", ", keepOriginalNextHop: true"),
+        peer("mode", "192.0.2.3", ", nextHopMode: Keep"),
+        peer("self", "10.0.0.253", ", nextHopMode: Self"),
+    ]
+    .concat();
+    let a = i_desired(&yaml);
+    let cfg = |ip_: &str| a.peers[&ip(ip_)].config.clone();
+    let subnet: IpNet = "10.0.0.0/24".parse().expect("net");
+    assert_eq!(cfg("10.0.0.254").shared_subnets, vec![subnet]);
+    assert!(!cfg("10.0.0.254").next_hop_keep && !cfg("10.0.0.254").next_hop_self);
+    assert_eq!(cfg("192.0.2.1").shared_subnets, vec![]);
+    assert!(cfg("192.0.2.2").next_hop_keep);
+    assert!(cfg("192.0.2.3").next_hop_keep);
+    assert!(cfg("10.0.0.253").next_hop_self && !cfg("10.0.0.253").next_hop_keep);
+    // Mesh peers on the same /24 share it too (iBGP keeps next hops anyway).
+    assert_eq!(cfg("10.0.0.10").shared_subnets, vec![subnet]);
+}
+
+fn i_desired(yaml: &str) -> Desired {
+    inputs(yaml).desired("a").expect("a")
+}
