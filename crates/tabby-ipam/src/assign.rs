@@ -178,24 +178,7 @@ impl Ipam<'_> {
                     let Some(ip) = block.allocate(&req.handle, &req.attrs, &reserved) else {
                         continue;
                     };
-                    let affinity = Affinity {
-                        cidr,
-                        node: req.node.clone(),
-                        state: "confirmed".to_owned(),
-                    };
-                    let ops = vec![
-                        Op::Create {
-                            key: block_key(cidr),
-                            value: encode(&block),
-                        },
-                        // The block's create is what decides a race between nodes; the
-                        // affinity is overwritten so that a stale one cannot block the claim.
-                        Op::Put {
-                            key: affinity_key(&req.node, cidr),
-                            value: encode(&affinity),
-                        },
-                        self.handle_op(&req.handle, cidr)?,
-                    ];
+                    let ops = self.claim_ops(&req.node, &block, &req.handle)?;
                     tracing::info!(block = %cidr, pool = %pool.name, "claiming a block");
                     let done = Assigned {
                         ip,
@@ -364,22 +347,7 @@ impl Ipam<'_> {
                                 pools: String::new(),
                             });
                         }
-                        let affinity = Affinity {
-                            cidr,
-                            node: req.node.clone(),
-                            state: "confirmed".to_owned(),
-                        };
-                        let ops = vec![
-                            Op::Create {
-                                key: block_key(cidr),
-                                value: encode(&block),
-                            },
-                            Op::Put {
-                                key: affinity_key(&req.node, cidr),
-                                value: encode(&affinity),
-                            },
-                            self.handle_op(&req.handle, cidr)?,
-                        ];
+                        let ops = self.claim_ops(&req.node, &block, &req.handle)?;
                         Ok(Attempt::Done(Planned {
                             ops,
                             assigned: done(false),
@@ -391,6 +359,29 @@ impl Ipam<'_> {
     }
 
     /// The write that records one more address of `handle` in block `cidr`.
+    /// The writes that claim a new block for `node` with its first allocation for `handle`.
+    fn claim_ops(&self, node: &str, block: &Block, handle: &str) -> Result<Vec<Op>, IpamError> {
+        let cidr = block.cidr;
+        let affinity = Affinity {
+            cidr,
+            node: node.to_owned(),
+            state: "confirmed".to_owned(),
+        };
+        Ok(vec![
+            Op::Create {
+                key: block_key(cidr),
+                value: encode(block),
+            },
+            // The block's create is what decides a race between nodes; the affinity is
+            // overwritten so that a stale one cannot block the claim.
+            Op::Put {
+                key: affinity_key(node, cidr),
+                value: encode(&affinity),
+            },
+            self.handle_op(handle, cidr)?,
+        ])
+    }
+
     fn handle_op(&self, handle: &str, cidr: IpNet) -> Result<Op, IpamError> {
         let key = handle_key(handle);
         Ok(match self.store.get(&key)? {
