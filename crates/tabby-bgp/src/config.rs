@@ -110,6 +110,34 @@ pub struct PeerConfig {
     pub next_hop_v4: Option<Ipv4Addr>,
     /// IPv6 next hop to use when the session runs over IPv4 (needed to send IPv6 routes).
     pub next_hop_v6: Option<Ipv6Addr>,
+    /// Sign every TCP segment of the session with this key (RFC 2385, BGP's "password"); the
+    /// driver sets it on the listening sockets for this address and on outgoing sockets.
+    pub md5_key: Option<Md5Key>,
+}
+
+/// A TCP MD5 key (1 to 80 bytes, `tabby_sys::TCP_MD5SIG_MAXKEYLEN`). Its `Debug` never shows
+/// the bytes, so configurations can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Md5Key(Vec<u8>);
+
+impl Md5Key {
+    /// A key from the password's bytes; `None` when empty (no key) or longer than the kernel
+    /// takes.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Option<Self> {
+        let bytes = bytes.into();
+        (!bytes.is_empty() && bytes.len() <= tabby_sys::TCP_MD5SIG_MAXKEYLEN).then_some(Self(bytes))
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Md5Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Md5Key(<redacted>)")
+    }
 }
 
 impl PeerConfig {
@@ -128,6 +156,7 @@ impl PeerConfig {
             shared_subnets: Vec::new(),
             next_hop_v4: None,
             next_hop_v6: None,
+            md5_key: None,
         }
     }
 }

@@ -4,9 +4,15 @@
 //! One task runs the speaker; it waits on a single channel into which the listener, the
 //! connection readers, connection attempts and the [`Handle`] all post, with a timeout at the
 //! speaker's next timer. Each connection has a reader task and a writer task.
+//!
+//! TCP MD5 (RFC 2385): the kernel checks signatures per peer address, so a neighbour's key goes
+//! on every listening socket (accepted connections inherit it) and on each outgoing socket
+//! before it connects. Keys leave the listeners when the neighbour goes or drops its password.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsFd as _;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,7 +22,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::{
-    Action, ConnId, DriverError, LearnedRoute, PeerConfig, PeerStatus, RouteChange, Speaker,
+    Action, ConnId, DriverError, LearnedRoute, Md5Key, PeerConfig, PeerStatus, RouteChange, Speaker,
 };
 
 /// Driver settings.
@@ -133,6 +139,7 @@ pub async fn start(
     let (tx, rx) = mpsc::unbounded_channel();
     let (routes_tx, routes_rx) = mpsc::unbounded_channel();
     let mut listeners = Vec::new();
+    let mut listen_sockets = Vec::new();
     for addr in &cfg.listen {
         let listener = TcpListener::bind(addr)
             .await
@@ -141,6 +148,8 @@ pub async fn start(
                 port: addr.port(),
                 err,
             })?;
+        let listener = Arc::new(listener);
+        listen_sockets.push(Arc::clone(&listener));
         let weak = tx.downgrade();
         listeners.push(tokio::spawn(async move {
             loop {
@@ -161,6 +170,9 @@ pub async fn start(
         conns: HashMap::new(),
         routes: routes_tx,
         listeners,
+        listen_sockets,
+        keys: HashMap::new(),
+        connecting: HashMap::new(),
     };
     let task = tokio::spawn(run.run());
     Ok((Handle { tx }, routes_rx, task))
@@ -173,6 +185,13 @@ struct Run {
     conns: HashMap<ConnId, mpsc::UnboundedSender<Write>>,
     routes: mpsc::UnboundedSender<RouteChange>,
     listeners: Vec<JoinHandle<()>>,
+    /// The listening sockets, to set and remove TCP MD5 keys on.
+    listen_sockets: Vec<Arc<TcpListener>>,
+    /// The TCP MD5 key of each neighbour that has one (as set on the listeners).
+    keys: HashMap<IpAddr, Md5Key>,
+    /// Outgoing connection attempts in progress, aborted when the speaker gives up on them
+    /// (a peer that never answers, as with a TCP MD5 mismatch, would leave them for minutes).
+    connecting: HashMap<ConnId, JoinHandle<()>>,
 }
 
 fn now() -> std::time::Instant {
@@ -236,8 +255,14 @@ impl Run {
         let now = now();
         match event {
             Event::Command(c) => match c {
-                Command::AddPeer(cfg) => self.speaker.add_peer(now, cfg),
-                Command::RemovePeer(a) => self.speaker.remove_peer(now, a),
+                Command::AddPeer(cfg) => {
+                    self.set_key(cfg.addr, cfg.md5_key.clone());
+                    self.speaker.add_peer(now, cfg);
+                }
+                Command::RemovePeer(a) => {
+                    self.speaker.remove_peer(now, a);
+                    self.set_key(a, None);
+                }
                 Command::ResetPeer(a) => self.speaker.reset_peer(now, a),
                 Command::Originate(p, c) => self.speaker.originate(p, c),
                 Command::Withdraw(p) => self.speaker.withdraw(p),
@@ -250,6 +275,7 @@ impl Run {
                 Command::Shutdown => {
                     for status in self.speaker.peer_status() {
                         self.speaker.remove_peer(now, status.addr);
+                        self.set_key(status.addr, None);
                     }
                     return false;
                 }
@@ -266,13 +292,20 @@ impl Run {
                 }
             }
             Event::Connected(conn, stream) => match stream.local_addr() {
+                _ if self.connecting.remove(&conn).is_none() => {
+                    debug!(?conn, "connection completed after it was given up");
+                }
                 Ok(local) => {
                     self.attach(conn, stream);
                     self.speaker.connected(now, conn, local.ip().to_canonical());
                 }
                 Err(_) => self.speaker.connect_failed(now, conn),
             },
-            Event::ConnectFailed(conn) => self.speaker.connect_failed(now, conn),
+            Event::ConnectFailed(conn) => {
+                if self.connecting.remove(&conn).is_some() {
+                    self.speaker.connect_failed(now, conn);
+                }
+            }
             Event::Data(conn, data) => self.speaker.received(now, conn, &data),
             Event::Closed(conn) => {
                 self.conns.remove(&conn);
@@ -292,8 +325,9 @@ impl Run {
                     local,
                 } => {
                     let weak = self.weak.clone();
-                    tokio::spawn(async move {
-                        let event = match connect(remote, local).await {
+                    let key = self.keys.get(&remote.ip()).cloned();
+                    let task = tokio::spawn(async move {
+                        let event = match connect(remote, local, key).await {
                             Ok(stream) => Event::Connected(conn, stream),
                             Err(err) => {
                                 debug!(%remote, %err, "connect failed");
@@ -304,6 +338,7 @@ impl Run {
                             let _ = tx.send(event);
                         }
                     });
+                    self.connecting.insert(conn, task);
                 }
                 Action::Send { conn, data } => {
                     if let Some(w) = self.conns.get(&conn) {
@@ -314,12 +349,36 @@ impl Run {
                     if let Some(w) = self.conns.remove(&conn) {
                         let _ = w.send(Write::Close);
                     }
+                    if let Some(task) = self.connecting.remove(&conn) {
+                        task.abort();
+                    }
                 }
                 Action::Route(change) => {
                     let _ = self.routes.send(change);
                 }
             }
         }
+    }
+
+    /// Sets (or with `None` removes) a neighbour's TCP MD5 key on every listening socket.
+    fn set_key(&mut self, peer: IpAddr, key: Option<Md5Key>) {
+        if self.keys.get(&peer) == key.as_ref() {
+            return;
+        }
+        let bytes = key.as_ref().map(Md5Key::as_bytes);
+        for listener in &self.listen_sockets {
+            if let Err(err) = tabby_sys::set_tcp_md5sig(listener.as_fd(), peer, bytes) {
+                // An IPv6 neighbour cannot reach an IPv4-only listener anyway.
+                let family = err.kind() == std::io::ErrorKind::InvalidInput;
+                if !family {
+                    warn!(%peer, %err, "cannot set the TCP MD5 key on a listening socket");
+                }
+            }
+        }
+        match key {
+            Some(key) => self.keys.insert(peer, key),
+            None => self.keys.remove(&peer),
+        };
     }
 
     /// Starts the reader and writer of a connection.
@@ -361,11 +420,19 @@ impl Run {
     }
 }
 
-async fn connect(remote: SocketAddr, local: Option<IpAddr>) -> std::io::Result<TcpStream> {
+async fn connect(
+    remote: SocketAddr,
+    local: Option<IpAddr>,
+    key: Option<Md5Key>,
+) -> std::io::Result<TcpStream> {
     let socket = match remote {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
+    if let Some(key) = key {
+        // Before connect, so that the SYN is signed.
+        tabby_sys::set_tcp_md5sig(socket.as_fd(), remote.ip(), Some(key.as_bytes()))?;
+    }
     if let Some(local) = local {
         socket.bind(SocketAddr::new(local, 0))?;
     }

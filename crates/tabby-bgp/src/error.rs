@@ -33,6 +33,17 @@ pub enum PeerError {
     /// The TCP connection closed or failed.
     #[error("connection closed")]
     ConnectionClosed,
+    /// An outgoing connection got no answer before the connect retry timer. With TCP MD5 this
+    /// is how a password mismatch looks: the kernel drops badly signed segments silently.
+    #[error("{}", if *md5 {
+        "no answer from peer; TCP MD5 password configured: check it matches the peer's"
+    } else {
+        "no answer from peer"
+    })]
+    NoAnswer {
+        /// A TCP MD5 key is configured for the peer.
+        md5: bool,
+    },
     /// The neighbour announced more prefixes than allowed; the session stays down until reset.
     #[error("maximum prefix limit {limit} exceeded")]
     MaxPrefixExceeded {

@@ -14,8 +14,12 @@
 //! [`RouteChange`] (what comes out), [`PeerStatus`] (what an operator sees), and
 //! [`driver::Driver`] (sockets and timers on tokio).
 //!
-//! Not implemented: TCP MD5 signatures (RFC 2385; no safe-Rust crate exposes `TCP_MD5SIG` and
-//! the workspace forbids `unsafe`), ADD-PATH, confederations, extended messages, and selection
+//! TCP MD5 signatures (RFC 2385) are the driver's: a [`PeerConfig::md5_key`] goes on the
+//! listening sockets (per peer address) and on outgoing sockets before the SYN, through
+//! `tabby-sys`, the workspace's one crate with `unsafe`. The core only reports a connection
+//! that gets no answer ([`PeerError::NoAnswer`]), which is how a key mismatch shows.
+//!
+//! Not implemented: ADD-PATH, confederations, extended messages, and selection
 //! deferral as a restarting speaker (we only advertise the restart bit and send End-of-RIB).
 
 mod config;
@@ -27,7 +31,9 @@ mod rib;
 mod speaker;
 pub mod wire;
 
-pub use config::{GracefulRestartConfig, PeerConfig, PeerStatus, SessionState, SpeakerConfig};
+pub use config::{
+    GracefulRestartConfig, Md5Key, PeerConfig, PeerStatus, SessionState, SpeakerConfig,
+};
 pub use error::{DriverError, PeerError};
 pub use export::{NO_ADVERTISE, NO_EXPORT, NO_EXPORT_SUBCONFED};
 pub use rib::{DEFAULT_LOCAL_PREF, Source};

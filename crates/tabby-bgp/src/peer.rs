@@ -290,6 +290,10 @@ impl Peer {
             } else {
                 // RFC 4271 8.2.2: drop the attempt in progress and try again.
                 for c in self.conns.drain(..) {
+                    if c.outbound {
+                        let md5 = self.cfg.md5_key.is_some();
+                        self.last_error = Some(PeerError::NoAnswer { md5 });
+                    }
                     out.push(Action::Close { conn: c.id });
                 }
                 if self.cfg.passive {

@@ -289,3 +289,54 @@ fn a_neighbour_not_answering_yet_is_retried_on_the_jittered_connect_retry_timer(
         );
     }
 }
+
+/// A connection attempt still unanswered when the connect retry timer fires is dropped and
+/// reported; with a TCP MD5 key the report points at the password (a mismatch is silent).
+#[test]
+fn an_unanswered_connect_reports_no_answer_and_mentions_the_md5_password() {
+    for md5 in [false, true] {
+        let sc = SpeakerConfig::new(64512, Ipv4Addr::new(10, 0, 0, 1));
+        let retry = sc.connect_retry;
+        let mut speaker = Speaker::new(sc);
+        let now = Instant::now();
+        let mut peer = PeerConfig::new(THEM, 65002);
+        peer.md5_key = md5.then(|| crate::Md5Key::new("s3cret").expect("a valid key"));
+        speaker.add_peer(now, peer);
+        let first = std::iter::from_fn(|| speaker.poll_action())
+            .find_map(|a| match a {
+                Action::Connect { conn, .. } => Some(conn),
+                _ => None,
+            })
+            .expect("the peer connects out");
+        assert_eq!(speaker.peer_status()[0].last_error, None);
+        // Past the retry timer, with its jitter.
+        speaker.timeout(now + retry * 2);
+        let actions: Vec<Action> = std::iter::from_fn(|| speaker.poll_action()).collect();
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::Close { conn } if *conn == first)),
+            "{actions:?}"
+        );
+        assert!(
+            actions.iter().any(|a| matches!(a, Action::Connect { .. })),
+            "tries again: {actions:?}"
+        );
+        let err = speaker.peer_status()[0].last_error.clone();
+        assert_eq!(err, Some(PeerError::NoAnswer { md5 }));
+        let shown = err.unwrap().to_string();
+        assert_eq!(shown.contains("TCP MD5 password"), md5, "{shown}");
+    }
+}
+
+#[test]
+fn an_md5_key_never_shows_in_debug_output_and_must_fit_the_kernel() {
+    let key = crate::Md5Key::new("hunter2").expect("a valid key");
+    assert!(!format!("{key:?}").contains("hunter2"));
+    let mut peer = PeerConfig::new(THEM, 65002);
+    peer.md5_key = Some(key);
+    assert!(!format!("{peer:?}").contains("hunter2"));
+    assert!(crate::Md5Key::new("").is_none());
+    assert!(crate::Md5Key::new(vec![b'k'; 81]).is_none());
+    assert!(crate::Md5Key::new(vec![b'k'; 80]).is_some());
+}
