@@ -49,7 +49,12 @@ pub struct AssignIpRequest {
 pub struct Planned {
     /// What it gives.
     pub assigned: Assigned,
+    /// The block (and affinity) writes.
     ops: Vec<Op>,
+    /// The handle that holds one more address in the block, when the plan allocates one;
+    /// the handle's record is written at commit time from one reading, so that several plans
+    /// for one handle (dual stack) add up instead of overwriting each other.
+    handle: Option<String>,
 }
 
 /// What an assignment gave.
@@ -74,7 +79,10 @@ impl Ipam<'_> {
         self.retry(
             || format!("assigning an IPv{} address to {}", req.family, req.handle),
             || match self.assign_once(req, &labels)? {
-                Attempt::Done(p) => self.commit(&p.ops, p.assigned),
+                Attempt::Done(p) => match self.write_ops(std::slice::from_ref(&p))? {
+                    Some(ops) => self.commit(&ops, p.assigned),
+                    None => Ok(Attempt::Raced),
+                },
                 Attempt::Raced => Ok(Attempt::Raced),
             },
         )
@@ -89,11 +97,14 @@ impl Ipam<'_> {
         )
     }
 
-    /// Writes a planned assignment together with `extra` (the caller's record of what the
-    /// address is for) as one commit. `Ok(false)`: another writer changed what the plan read
-    /// (or what `extra` compares); nothing was written, plan again.
-    pub fn commit_planned(&self, planned: &Planned, extra: &[Op]) -> Result<bool, IpamError> {
-        let mut ops = planned.ops.clone();
+    /// Writes planned assignments (one per address of a workload) together with `extra`
+    /// (the caller's record of what the addresses are for) as one commit. `Ok(false)`:
+    /// another writer changed what a plan read (or what `extra` compares), or two plans took
+    /// from the same block reading; nothing was written, plan again or take them one by one.
+    pub fn commit_planned(&self, plans: &[Planned], extra: &[Op]) -> Result<bool, IpamError> {
+        let Some(mut ops) = self.write_ops(plans)? else {
+            return Ok(false);
+        };
         ops.extend_from_slice(extra);
         if ops.is_empty() {
             return Ok(true);
@@ -102,6 +113,28 @@ impl Ipam<'_> {
             Attempt::Done(()) => Ok(true),
             Attempt::Raced => Ok(false),
         }
+    }
+
+    /// The writes of `plans` as one commit; `None` when two plans write the same record (each
+    /// planned from the same reading, so one would undo the other).
+    fn write_ops(&self, plans: &[Planned]) -> Result<Option<Vec<Op>>, IpamError> {
+        let mut ops: Vec<Op> = Vec::new();
+        let mut held: BTreeMap<&str, Vec<IpNet>> = BTreeMap::new();
+        for p in plans {
+            for op in &p.ops {
+                if ops.iter().any(|o| o.key() == op.key()) {
+                    return Ok(None);
+                }
+                ops.push(op.clone());
+            }
+            if let Some(handle) = &p.handle {
+                held.entry(handle).or_default().push(p.assigned.block);
+            }
+        }
+        for (handle, blocks) in held {
+            ops.push(self.handle_op(handle, &blocks)?);
+        }
+        Ok(Some(ops))
     }
 
     fn assign_once(
@@ -140,10 +173,7 @@ impl Ipam<'_> {
             let Some(ip) = block.allocate(&req.handle, &req.attrs, &reserved) else {
                 continue;
             };
-            let ops = vec![
-                update(&entry, &block),
-                self.handle_op(&req.handle, block.cidr)?,
-            ];
+            let ops = vec![update(&entry, &block)];
             let done = Assigned {
                 ip,
                 block: block.cidr,
@@ -153,6 +183,7 @@ impl Ipam<'_> {
             return Ok(Attempt::Done(Planned {
                 ops,
                 assigned: done,
+                handle: Some(req.handle.clone()),
             }));
         }
 
@@ -178,7 +209,7 @@ impl Ipam<'_> {
                     let Some(ip) = block.allocate(&req.handle, &req.attrs, &reserved) else {
                         continue;
                     };
-                    let ops = self.claim_ops(&req.node, &block, &req.handle)?;
+                    let ops = claim_ops(&req.node, &block);
                     tracing::info!(block = %cidr, pool = %pool.name, "claiming a block");
                     let done = Assigned {
                         ip,
@@ -189,6 +220,7 @@ impl Ipam<'_> {
                     return Ok(Attempt::Done(Planned {
                         ops,
                         assigned: done,
+                        handle: Some(req.handle.clone()),
                     }));
                 }
             }
@@ -207,10 +239,7 @@ impl Ipam<'_> {
                 let Some(ip) = block.allocate(&req.handle, &req.attrs, &reserved) else {
                     continue;
                 };
-                let ops = vec![
-                    update(entry, &block),
-                    self.handle_op(&req.handle, block.cidr)?,
-                ];
+                let ops = vec![update(entry, &block)];
                 tracing::info!(block = %block.cidr, owner = ?block.affinity, %ip, "borrowing an address");
                 let done = Assigned {
                     ip,
@@ -221,6 +250,7 @@ impl Ipam<'_> {
                 return Ok(Attempt::Done(Planned {
                     ops,
                     assigned: done,
+                    handle: Some(req.handle.clone()),
                 }));
             }
         }
@@ -263,7 +293,10 @@ impl Ipam<'_> {
         self.retry(
             || format!("assigning {ip} to {}", req.handle),
             || match self.assign_ip_once(ip, req)? {
-                Attempt::Done(p) => self.commit(&p.ops, p.assigned),
+                Attempt::Done(p) => match self.write_ops(std::slice::from_ref(&p))? {
+                    Some(ops) => self.commit(&ops, p.assigned),
+                    None => Ok(Attempt::Raced),
+                },
                 Attempt::Raced => Ok(Attempt::Raced),
             },
         )
@@ -314,6 +347,7 @@ impl Ipam<'_> {
                             Err(TakeError::Taken(a)) if a.handle == req.handle => {
                                 return Ok(Attempt::Done(Planned {
                                     ops: Vec::new(),
+                                    handle: None,
                                     assigned: done(
                                         block.affinity.as_deref() != Some(req.node.as_str()),
                                     ),
@@ -333,10 +367,11 @@ impl Ipam<'_> {
                             }
                         }
                         let borrowed = block.affinity.as_deref() != Some(req.node.as_str());
-                        let ops = vec![update(&entry, &block), self.handle_op(&req.handle, cidr)?];
+                        let ops = vec![update(&entry, &block)];
                         Ok(Attempt::Done(Planned {
                             ops,
                             assigned: done(borrowed),
+                            handle: Some(req.handle.clone()),
                         }))
                     }
                     None => {
@@ -347,10 +382,11 @@ impl Ipam<'_> {
                                 pools: String::new(),
                             });
                         }
-                        let ops = self.claim_ops(&req.node, &block, &req.handle)?;
+                        let ops = claim_ops(&req.node, &block);
                         Ok(Attempt::Done(Planned {
                             ops,
                             assigned: done(false),
+                            handle: Some(req.handle.clone()),
                         }))
                     }
                 }
@@ -358,52 +394,28 @@ impl Ipam<'_> {
         }
     }
 
-    /// The write that records one more address of `handle` in block `cidr`.
-    /// The writes that claim a new block for `node` with its first allocation for `handle`.
-    fn claim_ops(&self, node: &str, block: &Block, handle: &str) -> Result<Vec<Op>, IpamError> {
-        let cidr = block.cidr;
-        let affinity = Affinity {
-            cidr,
-            node: node.to_owned(),
-            state: "confirmed".to_owned(),
-        };
-        Ok(vec![
-            Op::Create {
-                key: block_key(cidr),
-                value: encode(block),
-            },
-            // The block's create is what decides a race between nodes; the affinity is
-            // overwritten so that a stale one cannot block the claim.
-            Op::Put {
-                key: affinity_key(node, cidr),
-                value: encode(&affinity),
-            },
-            self.handle_op(handle, cidr)?,
-        ])
-    }
-
-    fn handle_op(&self, handle: &str, cidr: IpNet) -> Result<Op, IpamError> {
+    /// The write that records one more address of `handle` in each of `blocks`.
+    fn handle_op(&self, handle: &str, blocks: &[IpNet]) -> Result<Op, IpamError> {
         let key = handle_key(handle);
-        Ok(match self.store.get(&key)? {
-            Some(entry) => {
-                let mut h: Handle = decode(&entry)?;
-                *h.blocks.entry(cidr.to_string()).or_default() += 1;
-                Op::Update {
-                    key,
-                    value: encode(&h),
-                    expect: Some(entry.mod_revision),
-                }
-            }
-            None => {
-                let h = Handle {
-                    handle_id: handle.to_owned(),
-                    blocks: BTreeMap::from([(cidr.to_string(), 1)]),
-                };
-                Op::Create {
-                    key,
-                    value: encode(&h),
-                }
-            }
+        let stored = self.store.get(&key)?;
+        let mut h = match &stored {
+            Some(entry) => decode(entry)?,
+            None => Handle {
+                handle_id: handle.to_owned(),
+                blocks: BTreeMap::new(),
+            },
+        };
+        for cidr in blocks {
+            *h.blocks.entry(cidr.to_string()).or_default() += 1;
+        }
+        let value = encode(&h);
+        Ok(match stored {
+            Some(entry) => Op::Update {
+                key,
+                value,
+                expect: Some(entry.mod_revision),
+            },
+            None => Op::Create { key, value },
         })
     }
 
@@ -432,4 +444,25 @@ pub(crate) fn update(entry: &Entry, block: &Block) -> Op {
         value: encode(block),
         expect: Some(entry.mod_revision),
     }
+}
+
+/// The writes that claim a new block for `node` (holding its first allocation).
+fn claim_ops(node: &str, block: &Block) -> Vec<Op> {
+    let affinity = Affinity {
+        cidr: block.cidr,
+        node: node.to_owned(),
+        state: "confirmed".to_owned(),
+    };
+    vec![
+        Op::Create {
+            key: block_key(block.cidr),
+            value: encode(block),
+        },
+        // The block's create is what decides a race between nodes; the affinity is
+        // overwritten so that a stale one cannot block the claim.
+        Op::Put {
+            key: affinity_key(node, block.cidr),
+            value: encode(&affinity),
+        },
+    ]
 }

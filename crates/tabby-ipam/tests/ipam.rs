@@ -425,3 +425,41 @@ fn several_processes_assign_at_once_and_never_share_an_address_or_a_block() {
         assert_eq!(nodes.len(), 1, "block {cidr} claimed by {nodes:?}");
     }
 }
+
+#[test]
+fn plans_are_committed_together_or_not_at_all() {
+    let dir = ScratchDir::new("ipam");
+    let store = open(&dir);
+    apply(
+        &store,
+        &format!(
+            "{}{}",
+            pool("p4", "10.10.0.0/24", ", blockSize: 28"),
+            pool("p6", "fd00:10::/120", ", blockSize: 124")
+        ),
+    );
+    let ipam = Ipam::new(&store);
+    // Two plans from the same block reading would each allocate the same first address:
+    // writing both would lose one, so nothing is written.
+    let first = ipam.plan_auto_assign(&req("h1", "n1")).unwrap();
+    let second = ipam.plan_auto_assign(&req("h1", "n1")).unwrap();
+    let before = store.revision().unwrap();
+    assert!(!ipam.commit_planned(&[first, second], &[]).unwrap());
+    assert_eq!(store.revision().unwrap(), before, "nothing written");
+    assert!(blocks(&store).is_empty());
+
+    // One address per family: one commit, and the handle counts both.
+    let v4 = ipam.plan_auto_assign(&req("h1", "n1")).unwrap();
+    let v6 = ipam
+        .plan_auto_assign(&AssignRequest {
+            family: 6,
+            ..req("h1", "n1")
+        })
+        .unwrap();
+    assert!(ipam.commit_planned(&[v4, v6], &[]).unwrap());
+    assert_eq!(store.revision().unwrap(), before + 1);
+    assert_eq!(blocks(&store).len(), 2);
+    let freed = ipam.release_handle("h1").unwrap();
+    assert_eq!(freed.len(), 2, "{freed:?}");
+    assert!(ipam.check().unwrap().conflicts.is_empty());
+}

@@ -1,15 +1,15 @@
-//! ADD for the network plugin, with one datastore commit in the common case (one address).
+//! ADD for the network plugin, with one datastore commit in the common case.
 //!
-//! The IPAM decides the address from one reading without writing it; the veth is made with
-//! that address; then the allocation and the workload's record (its Pod or WorkloadEndpoint,
+//! The IPAM decides each address (one, or one per family in dual stack) from one reading
+//! without writing it; the veth is made with those addresses; then the allocation and the workload's record (its Pod or WorkloadEndpoint,
 //! and its network's profile when that is missing) are written as one commit, so the agent
 //! never hears of a workload whose interface is not there yet, and nothing shows an address
 //! allocated but unused in between (`tabby ipam check` has no window to misread). Only then
 //! does the host route appear, so that a concurrent ADD that planned the same address and
 //! lost can never take the winner's route with it. When the commit loses a race (another ADD
-//! took the address or changed the block), the address is taken the usual way (cheap
+//! took an address or changed a block), the addresses are taken the usual way (cheap
 //! compare-and-swap retries), the veth is re-addressed if it must be, and the record follows
-//! in its own commit. Several addresses (dual stack) take that path too.
+//! in its own commit.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -173,32 +173,7 @@ impl TabbyPlugin<'_> {
             addresses,
             mac,
             taken,
-        } = match wants {
-            [one] => self.add_one(call, inv, id, network, pod, one)?,
-            _ => {
-                let taken = call.take_all(wants)?;
-                let addresses: Vec<IpAddr> = taken.iter().map(|a| a.ip).collect();
-                let mac = match self.plumb(call, inv, id, &addresses) {
-                    Ok(mac) => mac,
-                    Err(e) => {
-                        call.give_back(&taken);
-                        return Err(e);
-                    }
-                };
-                if let Err(e) =
-                    self.write_record(call, inv, id, network, &addresses, mac.as_deref(), pod)
-                {
-                    let _ = self.plumbing.del(&id.host_interface);
-                    call.give_back(&taken);
-                    return Err(e);
-                }
-                Added {
-                    addresses,
-                    mac,
-                    taken,
-                }
-            }
-        };
+        } = self.add_planned(call, inv, id, network, pod, wants)?;
         let routed = self.plumbing.route(&WorkloadPlumb {
             host_interface: &id.host_interface,
             netns: Path::new(&inv.netns),
@@ -219,32 +194,33 @@ impl TabbyPlugin<'_> {
         Ok(result(inv, id, &addresses, mac, call.conf.mtu))
     }
 
-    /// One address: planned, plumbed, then allocation and record in one commit.
-    fn add_one(
+    /// The addresses planned from one reading each, plumbed, then the allocations and the
+    /// record in one commit.
+    fn add_planned(
         &self,
         call: &Call<'_>,
         inv: &Invocation,
         id: &Identity,
         network: &str,
         pod: Option<PodEntry>,
-        want: &Want,
+        wants: &[Want],
     ) -> Result<Added, CniError> {
-        let planned = call.plan(want).map_err(ipam_error)?;
-        let mut addresses = vec![planned.assigned.ip];
+        let plans = wants
+            .iter()
+            .map(|w| call.plan(w))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ipam_error)?;
+        let mut addresses: Vec<IpAddr> = plans.iter().map(|p| p.assigned.ip).collect();
         let mut mac = self.plumb(call, inv, id, &addresses)?;
         let committed = call
             .record_ops(inv, id, network, &addresses, mac.as_deref(), pod.as_ref())
-            .and_then(|ops| {
-                call.ipam()
-                    .commit_planned(&planned, &ops)
-                    .map_err(ipam_error)
-            });
+            .and_then(|ops| call.ipam().commit_planned(&plans, &ops).map_err(ipam_error));
         match committed {
             Ok(true) => {
                 return Ok(Added {
                     addresses,
                     mac,
-                    taken: vec![planned.assigned],
+                    taken: plans.into_iter().map(|p| p.assigned).collect(),
                 });
             }
             Ok(false) => {}
@@ -253,36 +229,40 @@ impl TabbyPlugin<'_> {
                 return Err(e);
             }
         }
-        // Lost a race: take the address the usual way, then write the record.
-        tracing::debug!(workload = %id.wep_name, "the one-commit ADD raced; taking the address again");
-        let taken = match call.take(want) {
-            Ok(a) => a,
+        // Lost a race: take the addresses the usual way, then write the record.
+        tracing::debug!(workload = %id.wep_name, "the one-commit ADD raced; taking the addresses again");
+        let taken = match call.take_all(wants) {
+            Ok(taken) => taken,
             Err(e) => {
                 let _ = self.plumbing.del(&id.host_interface);
-                return Err(ipam_error(e));
+                return Err(e);
             }
         };
-        if taken.ip != addresses[0] {
+        let taken_addresses: Vec<IpAddr> = taken.iter().map(|a| a.ip).collect();
+        if taken_addresses != addresses {
             let _ = self.plumbing.del(&id.host_interface);
-            addresses = vec![taken.ip];
+            addresses = taken_addresses;
             mac = match self.plumb(call, inv, id, &addresses) {
                 Ok(mac) => mac,
                 Err(e) => {
-                    call.give_back(std::slice::from_ref(&taken));
+                    call.give_back(&taken);
                     return Err(e);
                 }
             };
         }
-        let pod = pod_entry(call, id)?;
-        if let Err(e) = self.write_record(call, inv, id, network, &addresses, mac.as_deref(), pod) {
+        // The race may have been a change to the Pod: read it again.
+        let written = pod_entry(call, id).and_then(|pod| {
+            self.write_record(call, inv, id, network, &addresses, mac.as_deref(), pod)
+        });
+        if let Err(e) = written {
             let _ = self.plumbing.del(&id.host_interface);
-            call.give_back(std::slice::from_ref(&taken));
+            call.give_back(&taken);
             return Err(e);
         }
         Ok(Added {
             addresses,
             mac,
-            taken: vec![taken],
+            taken,
         })
     }
 

@@ -456,3 +456,39 @@ fn a_workload_outside_kubernetes_gets_its_networks_profile() {
     let (ok, r) = g.run(Mode::Network, "ADD", "plain4", "", &c);
     assert!(!ok && r["code"] == 7, "{r}");
 }
+
+#[test]
+fn a_dual_stack_add_is_one_commit_and_its_handle_holds_both_blocks() {
+    let pools = format!(
+        "{POOL}---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: pods6}}\nspec: {{cidr: 'fd00:88::/120', blockSize: 122}}\n"
+    );
+    let f = Fixture::new(&pools);
+    let store = f.store();
+    let mut dual = conf("1.0.0");
+    dual["ipam"]["assign_ipv6"] = json!("true");
+    let before = store.revision().unwrap();
+    let (ok, r) = f.run(Mode::Network, "ADD", "c1", POD, &dual);
+    assert!(ok, "{r}");
+    assert_eq!(store.revision().unwrap(), before + 1, "dual-stack ADD");
+    let ips: Vec<&str> = r["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["address"].as_str().unwrap())
+        .collect();
+    assert!(
+        ips.len() == 2 && ips[0].starts_with("10.88.0.") && ips[1].starts_with("fd00:88::"),
+        "{r}"
+    );
+    let handles = store.list(Some(HANDLE_KIND), None).unwrap();
+    assert_eq!(handles.entries.len(), 1);
+    let handle: Handle = serde_json::from_str(&handles.entries[0].value).unwrap();
+    assert_eq!(handle.blocks.len(), 2, "{handle:?}");
+    assert!(handle.blocks.values().all(|n| *n == 1), "{handle:?}");
+    assert_eq!(f.in_use(), 2);
+    let before = store.revision().unwrap();
+    let (ok, r) = f.run(Mode::Network, "DEL", "c1", POD, &dual);
+    assert!(ok, "{r}");
+    assert_eq!(store.revision().unwrap(), before + 1, "dual-stack DEL");
+    assert_eq!(f.in_use(), 0);
+}
