@@ -4,14 +4,16 @@
 
 #![cfg(feature = "etcd")]
 
-use std::path::Path;
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 
 use tabby_store::conformance::ScratchDir;
-use tabby_store::conformance::etcd::EtcdFixture;
+use tabby_store::conformance::etcd::{EtcdFixture, make_certificates};
 use tabby_store::etcd::EtcdStore;
 use tabby_store::etcd::server::{ClusterSpec, EtcdCluster};
 use tabby_store::{Datastore, Key, StoreError};
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 fn open_err(url: &str) -> StoreError {
     match EtcdStore::open(url) {
@@ -94,74 +96,16 @@ fn a_prefix_holding_foreign_keys_is_refused_and_left_untouched() {
 }
 
 /// Writes a CA, a server certificate for 127.0.0.1 and a client certificate with openssl.
-fn make_certificates(dir: &Path, ca_name: &str) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .expect("openssl runs");
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let ca_key = format!("{ca_name}.key");
-    let ca_pem = format!("{ca_name}.pem");
-    let subject = format!("/CN={ca_name}");
-    let mut args = vec!["req", "-x509", "-days", "2", "-subj", &subject];
-    args.extend(ec);
-    args.extend(["-keyout", &ca_key, "-out", &ca_pem]);
-    run(&args);
-    for (name, usage, san) in [
-        ("server", "serverAuth", "subjectAltName=IP:127.0.0.1"),
-        ("client", "clientAuth", "subjectAltName=DNS:tabby"),
-    ] {
-        let key = format!("{name}.key");
-        let csr = format!("{name}.csr");
-        let pem = format!("{name}.pem");
-        let ext = format!("{name}.ext");
-        std::fs::write(dir.join(&ext), format!("{san}\nextendedKeyUsage={usage}\n"))
-            .expect("extension file");
-        let subject = format!("/CN={name}");
-        let mut args = vec!["req", "-new", "-subj", &subject];
-        args.extend(ec);
-        args.extend(["-keyout", &key, "-out", &csr]);
-        run(&args);
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca_pem,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-            "-out",
-            &pem,
-        ]);
-    }
-}
-
 #[test]
 fn tls_works_with_the_right_files_and_explains_the_wrong_ones() {
     let scratch = ScratchDir::new("etcd-tls");
     let certs = scratch.path().join("certs");
     std::fs::create_dir_all(&certs).expect("certs dir");
-    make_certificates(&certs, "ca");
+    make_certificates(&certs, "ca", LOOPBACK);
     // A second CA that signed nothing the member shows.
     let other = scratch.path().join("other");
     std::fs::create_dir_all(&other).expect("other dir");
-    make_certificates(&other, "other-ca");
+    make_certificates(&other, "other-ca", LOOPBACK);
 
     let spec = ClusterSpec::on_loopback(scratch.path().join("etcd"), 1)
         .expect("ports")

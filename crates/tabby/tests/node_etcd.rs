@@ -4,6 +4,8 @@
 //!   real traffic keeps its verdicts, while `/readyz`, `/metrics` and `tabby node status` say
 //!   not ready, naming the datastore error; the cluster returns, the agents resume their
 //!   watches (no re-list) and a policy change made afterwards is enforced on both hosts;
+//! - an agent given the wrong CA for a TLS member says so and keeps trying; with the right
+//!   files it runs;
 //! - one agent is cut off from etcd while the others write and compact the history it still
 //!   needed: back online it re-lists, and its table equals the one a fresh agent writes.
 //!
@@ -14,12 +16,13 @@ mod host;
 #[path = "support/traffic.rs"]
 mod traffic;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use tabby_dataplane::NetNs;
+use tabby_store::conformance::etcd::make_certificates;
 use tabby_store::etcd::server::{ClusterSpec, EtcdCluster};
 use tabby_test_util::{ScratchDir, run_with_stdin};
 
@@ -371,6 +374,95 @@ fn an_agent_that_cannot_open_etcd_says_why_retries_and_starts_once_it_can() {
         &resources(std::slice::from_ref(&host)),
     );
     tabby(&etcd_ns, url, &["apply", "-f", "-"], &policy("a"));
+    host.wait("ready", dir.path(), Host::ready);
+    host.wait("the policy enforced", dir.path(), |h| {
+        h.verdicts() == (true, false)
+    });
+    drop(agent);
+    drop(cluster);
+}
+
+/// An agent given the wrong CA for a TLS member: it keeps running, not ready, and `/readyz`
+/// and `tabby node status` name the TLS failure and the `ca=` option to check; given the
+/// right files it opens the datastore and enforces.
+#[test]
+fn an_agent_with_the_wrong_etcd_ca_says_so_and_runs_with_the_right_one() {
+    if !tabby_test_util::root_or_skip(
+        "an_agent_with_the_wrong_etcd_ca_says_so_and_runs_with_the_right_one",
+    ) {
+        return;
+    }
+    let dir = ScratchDir::new("node-etcd-tls");
+    let certs = dir.path().join("certs");
+    let other = dir.path().join("other");
+    for d in [&certs, &other] {
+        std::fs::create_dir_all(d).expect("certificate dir");
+    }
+    let server_ip = IpAddr::from(ETCD_IP);
+    make_certificates(&certs, "ca", server_ip);
+    // A CA that signed nothing the member shows.
+    make_certificates(&other, "other-ca", server_ip);
+    let etcd_ns = etcd_namespace();
+    let host = Host::new(1, &etcd_ns);
+    let (client, peer) = ETCD_PORTS[0];
+    let spec = ClusterSpec::new(
+        dir.path().join("etcd"),
+        &[(
+            SocketAddr::from((ETCD_IP, client)),
+            SocketAddr::from((ETCD_IP, peer)),
+        )],
+    )
+    .with_client_tls(
+        certs.join("server.pem"),
+        certs.join("server.key"),
+        Some(certs.join("ca.pem")),
+    )
+    .expect("health ports");
+    let cluster = etcd_ns
+        .run(|| EtcdCluster::start(spec))
+        .expect("enter the etcd namespace")
+        .expect("a TLS member");
+    let files = |ca: &Path| {
+        format!(
+            "?ca={}&cert={}&key={}",
+            ca.display(),
+            certs.join("client.pem").display(),
+            certs.join("client.key").display()
+        )
+    };
+    let base = "etcds://10.98.255.1:2379/tabby-tls";
+
+    let wrong = format!("{base}{}", files(&other.join("other-ca.pem")));
+    let agent = host.start_agent(&wrong, dir.path());
+    host.wait("not ready, naming the CA", dir.path(), |h| {
+        not_ready_saying(h, &["cannot open the datastore", "ca="])
+    });
+    let table = in_ns(&host.ns, &[TABBY, "node", "status", "--addr", HEALTH]);
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(
+        table.contains("datastore error") && table.contains("ca="),
+        "{table}"
+    );
+    let (_, body) = host.get("/readyz").expect("readyz answers");
+    assert!(
+        body.contains("TLS") || body.contains("certificate"),
+        "says it is TLS: {body}"
+    );
+    assert!(
+        !body.contains("BEGIN"),
+        "never prints key or certificate material: {body}"
+    );
+    drop(agent);
+
+    let right = format!("{base}{}", files(&certs.join("ca.pem")));
+    tabby(
+        &etcd_ns,
+        &right,
+        &["apply", "-f", "-"],
+        &resources(std::slice::from_ref(&host)),
+    );
+    tabby(&etcd_ns, &right, &["apply", "-f", "-"], &policy("a"));
+    let agent = host.start_agent(&right, dir.path());
     host.wait("ready", dir.path(), Host::ready);
     host.wait("the policy enforced", dir.path(), |h| {
         h.verdicts() == (true, false)

@@ -2,7 +2,9 @@
 //! their data on tmpfs when there is one (etcd syncs every write; tests need not wait for a
 //! disk), all removed on drop, also when the test fails.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::Datastore;
@@ -60,6 +62,75 @@ impl EtcdFixture {
     pub fn fresh(&self) -> Box<dyn Datastore> {
         let url = self.url(&self.fresh_prefix());
         Box::new(EtcdStore::open(&url).unwrap_or_else(|err| panic!("opening {url}: {err}")))
+    }
+}
+
+/// Writes a test PKI into `dir` with openssl: a CA (`<ca_name>.pem`, `.key`), a server
+/// certificate for `server_ip` (`server.pem`, `.key`) and a client certificate (`client.pem`,
+/// `.key`), both signed by that CA and valid for two days. Panics saying which step failed.
+pub fn make_certificates(dir: &Path, ca_name: &str, server_ip: IpAddr) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca_key = format!("{ca_name}.key");
+    let ca_pem = format!("{ca_name}.pem");
+    let subject = format!("/CN={ca_name}");
+    let mut args = vec!["req", "-x509", "-days", "2", "-subj", &subject];
+    args.extend(ec);
+    args.extend(["-keyout", &ca_key, "-out", &ca_pem]);
+    run(&args);
+    for (name, usage, san) in [
+        (
+            "server",
+            "serverAuth",
+            format!("subjectAltName=IP:{server_ip}"),
+        ),
+        (
+            "client",
+            "clientAuth",
+            "subjectAltName=DNS:tabby".to_owned(),
+        ),
+    ] {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let pem = format!("{name}.pem");
+        let ext = format!("{name}.ext");
+        std::fs::write(dir.join(&ext), format!("{san}\nextendedKeyUsage={usage}\n"))
+            .expect("extension file");
+        let subject = format!("/CN={name}");
+        let mut args = vec!["req", "-new", "-subj", &subject];
+        args.extend(ec);
+        args.extend(["-keyout", &key, "-out", &csr]);
+        run(&args);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &pem,
+        ]);
     }
 }
 
