@@ -109,23 +109,6 @@ impl Datastore for Flaky {
         self.check()?;
         self.inner.list(kind, namespace)
     }
-    fn create(&self, key: &Key, value: &str) -> Result<Revision, StoreError> {
-        self.check()?;
-        self.inner.create(key, value)
-    }
-    fn update(
-        &self,
-        key: &Key,
-        value: &str,
-        expect: Option<Revision>,
-    ) -> Result<Revision, StoreError> {
-        self.check()?;
-        self.inner.update(key, value, expect)
-    }
-    fn delete(&self, key: &Key, expect: Option<Revision>) -> Result<Revision, StoreError> {
-        self.check()?;
-        self.inner.delete(key, expect)
-    }
     fn commit(&self, ops: &[Op]) -> Result<Revision, StoreError> {
         self.check()?;
         self.inner.commit(ops)

@@ -457,14 +457,6 @@ impl EtcdStore {
     fn current(&self) -> Result<Revision, StoreError> {
         self.shared.revision()
     }
-
-    fn single(&self, op: Op) -> Result<Revision, StoreError> {
-        self.commit(std::slice::from_ref(&op))
-            .map_err(|err| match err {
-                StoreError::OpFailed { error, .. } => *error,
-                other => other,
-            })
-    }
 }
 
 /// Reads the prefix's marker, or marks the prefix if it is empty.
@@ -678,33 +670,6 @@ impl Datastore for EtcdStore {
         }
         entries.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(Listing { entries, revision })
-    }
-
-    fn create(&self, key: &Key, value: &str) -> Result<Revision, StoreError> {
-        self.single(Op::Create {
-            key: key.clone(),
-            value: value.to_owned(),
-        })
-    }
-
-    fn update(
-        &self,
-        key: &Key,
-        value: &str,
-        expect: Option<Revision>,
-    ) -> Result<Revision, StoreError> {
-        self.single(Op::Update {
-            key: key.clone(),
-            value: value.to_owned(),
-            expect,
-        })
-    }
-
-    fn delete(&self, key: &Key, expect: Option<Revision>) -> Result<Revision, StoreError> {
-        self.single(Op::Delete {
-            key: key.clone(),
-            expect,
-        })
     }
 
     fn commit(&self, ops: &[Op]) -> Result<Revision, StoreError> {

@@ -221,6 +221,17 @@ impl WatchFilter {
     }
 }
 
+/// One op as its own commit, failing with the op's own error rather than
+/// [`StoreError::OpFailed`] (the single-object calls of [`Datastore`]).
+fn commit_one<S: Datastore + ?Sized>(store: &S, op: Op) -> Result<Revision, StoreError> {
+    store
+        .commit(std::slice::from_ref(&op))
+        .map_err(|err| match err {
+            StoreError::OpFailed { error, .. } => *error,
+            other => other,
+        })
+}
+
 /// A store of opaque JSON values under typed keys, with revisions, compare-and-swap and
 /// ordered watches.
 ///
@@ -236,7 +247,15 @@ pub trait Datastore: Send + Sync {
     fn list(&self, kind: Option<&str>, namespace: Option<&str>) -> Result<Listing, StoreError>;
 
     /// Creates an object; [`StoreError::AlreadyExists`] if it exists.
-    fn create(&self, key: &Key, value: &str) -> Result<Revision, StoreError>;
+    fn create(&self, key: &Key, value: &str) -> Result<Revision, StoreError> {
+        commit_one(
+            self,
+            Op::Create {
+                key: key.clone(),
+                value: value.to_owned(),
+            },
+        )
+    }
 
     /// Replaces an object, only if its `mod_revision` is `expect` when given.
     ///
@@ -248,11 +267,28 @@ pub trait Datastore: Send + Sync {
         key: &Key,
         value: &str,
         expect: Option<Revision>,
-    ) -> Result<Revision, StoreError>;
+    ) -> Result<Revision, StoreError> {
+        commit_one(
+            self,
+            Op::Update {
+                key: key.clone(),
+                value: value.to_owned(),
+                expect,
+            },
+        )
+    }
 
     /// Removes an object, only if its `mod_revision` is `expect` when given; fails like
     /// [`Datastore::update`].
-    fn delete(&self, key: &Key, expect: Option<Revision>) -> Result<Revision, StoreError>;
+    fn delete(&self, key: &Key, expect: Option<Revision>) -> Result<Revision, StoreError> {
+        commit_one(
+            self,
+            Op::Delete {
+                key: key.clone(),
+                expect,
+            },
+        )
+    }
 
     /// Applies all ops or none, as one revision (like an etcd transaction).
     ///

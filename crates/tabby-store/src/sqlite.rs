@@ -353,15 +353,6 @@ impl SqliteStore {
         }
         Ok(rev)
     }
-
-    /// Commits one op, reporting its failure directly rather than as op 0 of a commit.
-    fn single(&self, op: Op) -> Result<Revision, StoreError> {
-        self.commit(std::slice::from_ref(&op))
-            .map_err(|err| match err {
-                StoreError::OpFailed { error, .. } => *error,
-                other => other,
-            })
-    }
 }
 
 impl Datastore for SqliteStore {
@@ -438,33 +429,6 @@ impl Datastore for SqliteStore {
         drop(stmt);
         tx.commit().map_err(self.err())?;
         Ok(Listing { entries, revision })
-    }
-
-    fn create(&self, key: &Key, value: &str) -> Result<Revision, StoreError> {
-        self.single(Op::Create {
-            key: key.clone(),
-            value: value.to_owned(),
-        })
-    }
-
-    fn update(
-        &self,
-        key: &Key,
-        value: &str,
-        expect: Option<Revision>,
-    ) -> Result<Revision, StoreError> {
-        self.single(Op::Update {
-            key: key.clone(),
-            value: value.to_owned(),
-            expect,
-        })
-    }
-
-    fn delete(&self, key: &Key, expect: Option<Revision>) -> Result<Revision, StoreError> {
-        self.single(Op::Delete {
-            key: key.clone(),
-            expect,
-        })
     }
 
     fn commit(&self, ops: &[Op]) -> Result<Revision, StoreError> {

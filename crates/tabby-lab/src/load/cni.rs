@@ -35,20 +35,6 @@ impl Datastore for Shared {
     fn list(&self, kind: Option<&str>, namespace: Option<&str>) -> Result<Listing, StoreError> {
         self.0.list(kind, namespace)
     }
-    fn create(&self, key: &Key, value: &str) -> Result<Revision, StoreError> {
-        self.0.create(key, value)
-    }
-    fn update(
-        &self,
-        key: &Key,
-        value: &str,
-        expect: Option<Revision>,
-    ) -> Result<Revision, StoreError> {
-        self.0.update(key, value, expect)
-    }
-    fn delete(&self, key: &Key, expect: Option<Revision>) -> Result<Revision, StoreError> {
-        self.0.delete(key, expect)
-    }
     fn commit(&self, ops: &[Op]) -> Result<Revision, StoreError> {
         self.0.commit(ops)
     }
