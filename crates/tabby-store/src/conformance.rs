@@ -31,23 +31,56 @@ const QUIET: Duration = Duration::from_millis(100);
 
 /// Runs every single-process check, each on a fresh store.
 pub fn run_all(factory: Factory<'_>) {
-    crud_round_trip(factory);
-    create_of_an_existing_key_fails(factory);
-    missing_keys_are_not_found(factory);
-    stale_revisions_conflict_and_change_nothing(factory);
-    list_is_sorted_and_filtered(factory);
-    commit_is_all_or_nothing(factory);
-    commit_writes_one_revision(factory);
-    commit_refuses_duplicate_and_invalid_keys(factory);
-    revisions_increase_strictly(factory);
-    watch_from_zero_replays_history_in_order(factory);
-    watch_from_a_middle_revision_gives_only_later_changes(factory);
-    watch_filters_by_kind_and_namespace(factory);
-    list_then_watch_continues_without_gap(factory);
-    watch_delivers_live_writes_from_other_threads(factory);
-    watch_times_out_without_changes(factory);
-    watch_across_compaction(factory);
-    concurrent_cas_from_threads(factory);
+    crate::conformance_tests!(@list calls (factory));
+}
+
+/// One `#[test]` per check for a backend's integration tests, from the one list of checks:
+/// `|tag| FIXTURE, |fixture| FRESH` makes each test's fixture from its name, then hands the
+/// check a factory that evaluates `FRESH` (a fresh, empty store) with the fixture in scope.
+///
+/// ```ignore
+/// tabby_store::conformance_tests!(|tag| EtcdFixture::start(tag, 1), |etcd| etcd.fresh());
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    (|$tag:ident| $fixture:expr, |$f:ident| $fresh:expr $(,)?) => {
+        $crate::conformance_tests!(@list tests ($tag, $fixture, $f, $fresh));
+    };
+    // Every check, in the order `run_all` runs them.
+    (@list $rule:ident $args:tt) => {
+        $crate::conformance_tests!(@ $rule $args
+            crud_round_trip,
+            create_of_an_existing_key_fails,
+            missing_keys_are_not_found,
+            stale_revisions_conflict_and_change_nothing,
+            list_is_sorted_and_filtered,
+            commit_is_all_or_nothing,
+            commit_writes_one_revision,
+            commit_refuses_duplicate_and_invalid_keys,
+            revisions_increase_strictly,
+            watch_from_zero_replays_history_in_order,
+            watch_from_a_middle_revision_gives_only_later_changes,
+            watch_filters_by_kind_and_namespace,
+            list_then_watch_continues_without_gap,
+            watch_delivers_live_writes_from_other_threads,
+            watch_times_out_without_changes,
+            watch_across_compaction,
+            concurrent_cas_from_threads
+        );
+    };
+    (@tests ($tag:ident, $fixture:expr, $f:ident, $fresh:expr) $($check:ident),*) => {
+        $(
+            #[test]
+            fn $check() {
+                let $tag = stringify!($check);
+                let $f = $fixture;
+                $crate::conformance::$check(&|| $fresh);
+            }
+        )*
+    };
+    (@calls ($factory:ident) $($check:ident),*) => {
+        $( $crate::conformance::$check($factory); )*
+    };
 }
 
 // ===== helpers =====

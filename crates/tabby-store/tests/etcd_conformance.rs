@@ -9,37 +9,7 @@ use std::process::{Command, Stdio};
 use tabby_store::conformance::{self, etcd::EtcdFixture};
 use tabby_store::open;
 
-macro_rules! conformance_tests {
-    ($($check:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $check() {
-                let etcd = EtcdFixture::start(stringify!($check), 1);
-                conformance::$check(&|| etcd.fresh());
-            }
-        )*
-    };
-}
-
-conformance_tests!(
-    crud_round_trip,
-    create_of_an_existing_key_fails,
-    missing_keys_are_not_found,
-    stale_revisions_conflict_and_change_nothing,
-    list_is_sorted_and_filtered,
-    commit_is_all_or_nothing,
-    commit_writes_one_revision,
-    commit_refuses_duplicate_and_invalid_keys,
-    revisions_increase_strictly,
-    watch_from_zero_replays_history_in_order,
-    watch_from_a_middle_revision_gives_only_later_changes,
-    watch_filters_by_kind_and_namespace,
-    list_then_watch_continues_without_gap,
-    watch_delivers_live_writes_from_other_threads,
-    watch_times_out_without_changes,
-    watch_across_compaction,
-    concurrent_cas_from_threads,
-);
+tabby_store::conformance_tests!(|tag| EtcdFixture::start(tag, 1), |etcd| etcd.fresh());
 
 /// Every check, in order, each under its own prefix of one 3-member cluster reached through
 /// all of its members.
