@@ -143,13 +143,12 @@ fn build(config: &LabConfig, opts: &UpOptions, file: &StateFile) -> Result<LabSt
     if let Some(t) = &state.tor {
         tor::start(config, &state.name, t, &state.nodes, dir)?;
     }
+    // All at once, as a cluster's nodes boot: an agent whose peer does not listen yet
+    // retries on its connect retry timer, and colliding connections settle on one.
     for i in 0..state.nodes.len() {
         let pid = start_agent(config, &state, &state.nodes[i], dir)?;
         state.nodes[i].agent_pid = pid;
         file.save(&state)?;
-        if routing::start_one_by_one(&state) {
-            agent_http::wait_ready(&state.nodes[i..=i], AGENT_READY)?;
-        }
     }
     agent_http::wait_ready(&state.nodes, AGENT_READY)?;
     routing::wait_sessions(&state, routing::SESSIONS_UP)?;
@@ -326,15 +325,12 @@ fn make_namespaces(state: &LabState) -> Result<(), LabError> {
         default_route(&node.netns, state.gateway)?;
     }
     if let Some(t) = &state.tor {
-        // The agents advertise routes learned from other nodes to the router with themselves
-        // as next hop (BIRD keeps the originating node, a third-party next hop on a shared
-        // subnet), so the router may send a workload's traffic to the wrong node; that node's
-        // ICMP redirect then sends it to the right one, also for the rest of the connection,
-        // which the wrong node's conntrack would drop as invalid.
+        // A router takes no ICMP redirects (Linux ignores them when forwarding): the lab's
+        // must reach each workload by its BGP routes alone, straight to the workload's host.
         let sysctls = NetnsSysctls(ns_path(&t.netns));
-        for iface in ["all", "eth0"] {
-            sysctls.write(&format!("net/ipv4/conf/{iface}/accept_redirects"), "1")?;
-            sysctls.write(&format!("net/ipv4/conf/{iface}/secure_redirects"), "0")?;
+        for iface in ["all", "default", "eth0"] {
+            sysctls.write(&format!("net/ipv4/conf/{iface}/accept_redirects"), "0")?;
+            sysctls.write(&format!("net/ipv6/conf/{iface}/accept_redirects"), "0")?;
         }
     }
     Ok(())

@@ -8,7 +8,7 @@
 //! BGP itself: that is the agents' job.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -149,90 +149,121 @@ pub(crate) fn cluster_yaml(state: &LabState) -> String {
     text
 }
 
-/// Whether agents must start one at a time, each once the one before is ready. An agent
-/// whose first connection attempts are refused (its peer is not listening yet) waits 5, 10,
-/// 20, then 30 s before trying again, so on a busy machine a mesh could take longer than a
-/// minute. And reflectors and their clients both connect to each other (mesh peers do not:
-/// the greater address waits); when both connections meet, the agents' collision handling
-/// closes both and both retry in step, for ever. An agent that starts after its peers are
-/// ready connects at once and wins.
-pub(crate) fn start_one_by_one(state: &LabState) -> bool {
-    state.routing == Routing::Bgp
-}
-
-/// How long `lab up` waits for the sessions once every agent is ready.
+/// The longest `lab up` (and a restarted agent) waits for the BGP sessions once every agent
+/// is ready. Agents start together; a connection refused because its peer did not listen yet
+/// is retried on the agents' connect retry timer (5 s, jittered), so sessions are normally
+/// Established within a few seconds; the margin is for a loaded machine.
 pub(crate) const SESSIONS_UP: Duration = Duration::from_secs(60);
 
 /// The expected peers of each node, for waiting until the sessions are up: the mesh (every
 /// other node), or the reflectors (a reflector also has every other node), plus the ToR.
-fn expected_peers(state: &LabState, index: usize) -> Vec<Ipv4Addr> {
+fn expected_peers(state: &LabState, index: usize) -> Vec<IpAddr> {
     let k = state.route_reflectors;
-    let mut peers: Vec<Ipv4Addr> = state
+    let mut peers: Vec<IpAddr> = state
         .nodes
         .iter()
         .enumerate()
         .filter(|(j, _)| *j != index && (k == 0 || index < k || *j < k))
-        .map(|(_, n)| n.address)
+        .map(|(_, n)| IpAddr::V4(n.address))
         .collect();
     if let Some(tor) = &state.tor {
-        peers.push(tor.address);
+        peers.push(IpAddr::V4(tor.address));
     }
     peers
 }
 
-/// The peers of a node's agent and their states, from its `/status`.
-fn peer_states(node: &NodeState) -> Option<Vec<(IpAddr, String)>> {
+/// One neighbour as a node's agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SeenPeer {
+    address: IpAddr,
+    state: String,
+    last_error: Option<String>,
+}
+
+/// The peers of a node's agent and their states, from its `/status` (`None`: it does not
+/// answer, or runs no BGP speaker).
+fn peer_states(node: &NodeState) -> Option<Vec<SeenPeer>> {
     let (_, body) = agent_http::get(&Path::new(NETNS_DIR).join(&node.netns), "/status")?;
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    parse_peers(&body)
+}
+
+fn parse_peers(body: &str) -> Option<Vec<SeenPeer>> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
     let peers = v.get("bgp")?.get("peers")?.as_array()?;
     Some(
         peers
             .iter()
             .filter_map(|p| {
-                let addr = p.get("address")?.as_str()?.parse().ok()?;
-                let state = p.get("state")?.as_str()?.to_owned();
-                Some((addr, state))
+                Some(SeenPeer {
+                    address: p.get("address")?.as_str()?.parse().ok()?,
+                    state: p.get("state")?.as_str()?.to_owned(),
+                    last_error: p
+                        .get("last_error")
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned),
+                })
             })
             .collect(),
     )
 }
 
-/// Waits until every node has an Established session with every peer it should have.
+/// What is missing for `want` to be Established, as seen (`None`: nothing).
+fn not_up(want: &[IpAddr], seen: Option<&[SeenPeer]>) -> Option<String> {
+    let Some(seen) = seen else {
+        return Some("its agent reports no BGP speaker".to_owned());
+    };
+    let missing: Vec<String> = want
+        .iter()
+        .filter_map(|a| match seen.iter().find(|p| p.address == *a) {
+            Some(p) if p.state == "Established" => None,
+            Some(p) => Some(match &p.last_error {
+                Some(e) => format!("{a} ({}, last error: {e})", p.state),
+                None => format!("{a} ({})", p.state),
+            }),
+            None => Some(format!("{a} (not configured)")),
+        })
+        .collect();
+    (!missing.is_empty()).then(|| missing.join(", "))
+}
+
+/// Waits until every node has an Established session with every peer it should have; on
+/// timeout the error names, per node, each peer that is not up, its state and last error.
 pub(crate) fn wait_sessions(state: &LabState, timeout: Duration) -> Result<(), LabError> {
     if state.routing != Routing::Bgp {
         return Ok(());
     }
     let deadline = Instant::now() + timeout;
-    for (i, node) in state.nodes.iter().enumerate() {
-        let want = expected_peers(state, i);
-        loop {
-            let seen = peer_states(node).unwrap_or_default();
-            let missing: Vec<String> = want
-                .iter()
-                .filter(|a| {
-                    !seen
-                        .iter()
-                        .any(|(addr, st)| *addr == IpAddr::V4(**a) && st == "Established")
-                })
-                .map(ToString::to_string)
-                .collect();
-            if missing.is_empty() {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(LabError::NotReady {
-                    what: format!("the BGP sessions of {}", node.name),
-                    reason: format!(
-                        "not Established after {timeout:?} with {} (`tabby lab status` shows them); its log: {}",
-                        missing.join(", "),
+    let mut pending: Vec<usize> = (0..state.nodes.len()).collect();
+    loop {
+        let mut problems = Vec::new();
+        pending.retain(|&i| {
+            let node = &state.nodes[i];
+            match not_up(&expected_peers(state, i), peer_states(node).as_deref()) {
+                Some(what) => {
+                    problems.push(format!(
+                        "{}: {what} (its log: {})",
+                        node.name,
                         node.log.display()
-                    ),
-                });
+                    ));
+                    true
+                }
+                None => false,
             }
-            std::thread::sleep(Duration::from_millis(50));
+        });
+        if pending.is_empty() {
+            return Ok(());
         }
+        if Instant::now() >= deadline {
+            return Err(LabError::NotReady {
+                what: "the BGP sessions".to_owned(),
+                reason: format!(
+                    "not Established after {timeout:?}: {} (`tabby lab status` shows every peer)",
+                    problems.join("; ")
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(())
 }
 
 /// The gateway of the most specific tabby route (proto 116) covering `addr` in a node's
@@ -300,29 +331,25 @@ impl Lab {
             }
         }
         if let Some(tor) = &self.state.tor {
-            // Any node will do as the router's next hop: every node advertises every workload
-            // route it knows to its eBGP peers, with itself as next hop (see the README).
-            let nodes: Vec<IpAddr> = self
-                .state
-                .nodes
-                .iter()
-                .map(|n| IpAddr::V4(n.address))
-                .collect();
+            // The router must send a workload's traffic straight to its host: nodes pass on
+            // the routes they learned from each other with the originating node as a
+            // third-party next hop (all share the fabric), as Calico's BIRD does.
             for w in self.state.workloads.values() {
                 let Some(host) = self.state.nodes.iter().find(|n| n.name == w.node) else {
                     continue;
                 };
+                let want = IpAddr::V4(host.address);
                 for addr in w.addresses.iter().filter(|a| a.is_ipv4()) {
                     loop {
                         let via = crate::tor::next_hops(tor, *addr)?;
-                        if !via.is_empty() && via.iter().all(|g| nodes.contains(g)) {
+                        if !via.is_empty() && via.iter().all(|g| *g == want) {
                             break;
                         }
                         if Instant::now() >= deadline {
                             return Err(LabError::NotReady {
                                 what: format!("the route to {} on the top-of-rack router", w.key()),
                                 reason: format!(
-                                    "{addr} (on {}) is not routed via a node after {timeout:?} ({}); its log: {}",
+                                    "{addr} is not routed via its host {} ({want}) after {timeout:?} ({}); its log: {}",
                                     host.name,
                                     if via.is_empty() {
                                         "no route".to_owned()

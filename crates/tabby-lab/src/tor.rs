@@ -3,21 +3,22 @@
 //! routes reach "the rest of the data centre" and traffic from outside the cluster reaches
 //! workloads. It must not program the nodes: they learn nothing from it.
 
+mod cli;
 mod fib;
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use tabby_dataplane::netns::NETNS_DIR;
 
+pub(crate) use crate::tor::cli::{next_hops, sessions};
 pub use crate::tor::fib::gobgp_fib;
 
 use crate::names::netns_name;
@@ -178,9 +179,7 @@ fn frr_conf(tor: &TorState, nodes: &[NodeState]) -> String {
             a = n.address
         ));
     }
-    // One path per prefix: the kernel applies ICMP redirects (see `fabric`) only to a
-    // single-path route.
-    text.push_str(" address-family ipv4 unicast\n  maximum-paths 1\n");
+    text.push_str(" address-family ipv4 unicast\n");
     for n in nodes {
         text.push_str(&format!("  neighbor {} route-map NOTHING out\n", n.address));
     }
@@ -363,89 +362,4 @@ fn make_frr_pathspace(space: &Path) -> Result<(), LabError> {
             ),
         })
     }
-}
-
-/// The router's own view of its sessions, as its daemon's CLI prints it (`birdc show
-/// protocols`, `gobgp neighbor`, `vtysh ... show bgp summary`).
-pub(crate) fn sessions(lab: &str, tor: &TorState, dir: &Path) -> Result<String, LabError> {
-    let space = frr_space(lab);
-    let ctl = dir.join("tor").join("bird.ctl");
-    let (program, args): (&str, Vec<&OsStr>) = match tor.daemon {
-        TorDaemon::Bird => (
-            "birdc",
-            vec![
-                OsStr::new("-s"),
-                ctl.as_os_str(),
-                OsStr::new("show protocols"),
-            ],
-        ),
-        TorDaemon::Gobgp => (
-            "gobgp",
-            ["-u", "127.0.0.1", "-p", GOBGP_PORT, "neighbor"]
-                .map(OsStr::new)
-                .to_vec(),
-        ),
-        TorDaemon::Frr => (
-            "vtysh",
-            ["-N", &space, "-d", "bgpd", "-c", "show bgp summary"]
-                .map(OsStr::new)
-                .to_vec(),
-        ),
-    };
-    let mut cmd = Command::new(program);
-    cmd.args(args).stdin(Stdio::null());
-    let path = Path::new(NETNS_DIR).join(&tor.netns);
-    let out = tabby_dataplane::netns::run_in(&path, move || cmd.output())?.map_err(|error| {
-        LabError::Spawn {
-            what: format!("{program} (the router's CLI)"),
-            error,
-        }
-    })?;
-    let mut text = String::from_utf8_lossy(&out.stdout)
-        .trim_start_matches('\n')
-        .to_owned();
-    if !out.status.success() {
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(text)
-}
-
-/// The routes in the router's kernel: (destination, gateways; several for a multipath
-/// route, as FRR makes when several nodes advertise a prefix).
-pub(crate) fn kernel_routes(tor: &TorState) -> Result<Vec<(IpNet, Vec<IpAddr>)>, LabError> {
-    let out = Command::new("ip")
-        .args(["-n", &tor.netns, "-j", "route", "show"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|error| LabError::Spawn {
-            what: "ip route (iproute2)".to_owned(),
-            error,
-        })?;
-    let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    Ok(v.iter()
-        .filter_map(|r| {
-            let dst = r.get("dst")?.as_str()?;
-            let dst: IpNet = dst
-                .parse()
-                .or_else(|_| dst.parse::<IpAddr>().map(IpNet::from))
-                .ok()?;
-            let hop = |v: &serde_json::Value| v.get("gateway")?.as_str()?.parse().ok();
-            let mut gws: Vec<IpAddr> = hop(r).into_iter().collect();
-            if let Some(hops) = r.get("nexthops").and_then(serde_json::Value::as_array) {
-                gws.extend(hops.iter().filter_map(hop));
-            }
-            Some((dst, gws))
-        })
-        .collect())
-}
-
-/// The gateways of the router's most specific kernel route covering `addr` (empty: no route
-/// or no gateway).
-pub(crate) fn next_hops(tor: &TorState, addr: IpAddr) -> Result<Vec<IpAddr>, LabError> {
-    Ok(kernel_routes(tor)?
-        .into_iter()
-        .filter(|(dst, _)| dst.contains(&addr))
-        .max_by_key(|(dst, _)| dst.prefix_len())
-        .map(|(_, gws)| gws)
-        .unwrap_or_default())
 }

@@ -259,7 +259,10 @@ top-of-rack router (tabby-lab-LAB.tor, 172.30.0.254, AS 65000) running that daem
 node peers with over eBGP (a global BGPPeer); it installs the workload routes in its kernel, so
 `tabby lab exec tor -- ...` reaches workloads from outside the cluster. `datastore`: agents
 program routes to each other's workloads from the Node resources and run no BGP.
-`lab up` returns once every agent is ready and every BGP session is Established.
+The agents start together; `lab up` returns once every agent is ready and every BGP session is
+Established (or fails naming each node's peers that are not, with their state and last error).
+Nodes pass routes learned from each other on to the router with the originating node as next
+hop (shared fabric), so the router sends a workload's traffic straight to its host.
 
 Examples:
   tabby lab up                              three nodes, lab \"demo\", iBGP mesh

@@ -1,5 +1,5 @@
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
 
@@ -118,7 +118,10 @@ fn reflector_lab_marks_the_first_k_nodes_and_peers_the_rest_with_them_only() {
     );
     // The reflector peers with all three clients; a client only with the reflector.
     assert_eq!(expected_peers(&s, 0).len(), 3);
-    assert_eq!(expected_peers(&s, 2), vec![Ipv4Addr::new(172, 30, 0, 11)]);
+    assert_eq!(
+        expected_peers(&s, 2),
+        vec![IpAddr::V4(Ipv4Addr::new(172, 30, 0, 11))]
+    );
 }
 
 #[test]
@@ -127,4 +130,34 @@ fn datastore_lab_resources_have_no_bgp() {
     s.routing = Routing::Datastore;
     assert!(!node_yaml(&s, 0, 24).contains("bgp"));
     assert!(cluster_yaml(&s).is_empty());
+}
+
+#[test]
+fn sessions_not_up_are_named_with_their_state_and_last_error() {
+    let body = r#"{"node":"node-1","routing":"bgp","bgp":{"asn":64512,"router_id":"172.30.0.11",
+        "listen":"[::]:179","originated":0,"learned":0,"peers":[
+        {"name":"Mesh_172_30_0_12","address":"172.30.0.12","asn":64512,"kind":"mesh",
+         "state":"Established","since_secs":3,"prefixes_received":0,"prefixes_advertised":0},
+        {"name":"Global_172_30_0_254","address":"172.30.0.254","asn":65000,"kind":"global",
+         "state":"Active","since_secs":3,"prefixes_received":0,"prefixes_advertised":0,
+         "last_error":"peer AS is 65001, configured 65000"}]}}"#;
+    let seen = parse_peers(body).unwrap();
+    let want = |hosts: &[u8]| -> Vec<IpAddr> {
+        hosts
+            .iter()
+            .map(|h| IpAddr::V4(Ipv4Addr::new(172, 30, 0, *h)))
+            .collect()
+    };
+    assert_eq!(not_up(&want(&[12]), Some(&seen)), None);
+    assert_eq!(
+        not_up(&want(&[12, 254, 13]), Some(&seen)).unwrap(),
+        "172.30.0.254 (Active, last error: peer AS is 65001, configured 65000), \
+         172.30.0.13 (not configured)"
+    );
+    assert!(
+        not_up(&want(&[12]), None)
+            .unwrap()
+            .contains("no BGP speaker")
+    );
+    assert_eq!(parse_peers(r#"{"node":"n","routing":"datastore"}"#), None);
 }
