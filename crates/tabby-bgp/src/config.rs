@@ -113,6 +113,9 @@ pub struct PeerConfig {
     /// Sign every TCP segment of the session with this key (RFC 2385, BGP's "password"); the
     /// driver sets it on the listening sockets for this address and on outgoing sockets.
     pub md5_key: Option<Md5Key>,
+    /// Families offered to this neighbour; `None`: the speaker's. Calico runs one session
+    /// per address family (BIRD's IPv4 and IPv6 instances), each carrying its own family.
+    pub families: Option<Vec<Family>>,
 }
 
 /// A TCP MD5 key (1 to 80 bytes, `tabby_sys::TCP_MD5SIG_MAXKEYLEN`). Its `Debug` never shows
@@ -157,6 +160,7 @@ impl PeerConfig {
             next_hop_v4: None,
             next_hop_v6: None,
             md5_key: None,
+            families: None,
         }
     }
 }

@@ -160,10 +160,15 @@ impl Peer {
         self.cfg.asn == sc.asn
     }
 
+    /// The families we offer this neighbour.
+    fn families<'a>(&'a self, sc: &'a SpeakerConfig) -> &'a [Family] {
+        self.cfg.families.as_deref().unwrap_or(&sc.families)
+    }
+
     /// The OPEN we send.
     fn our_open(&self, sc: &SpeakerConfig) -> Open {
-        let mut capabilities: Vec<Capability> = sc
-            .families
+        let mut capabilities: Vec<Capability> = self
+            .families(sc)
             .iter()
             .map(|&f| Capability::Multiprotocol(f))
             .collect();
@@ -176,8 +181,8 @@ impl Peer {
                 restart_time: gr.restart_time.min(0x0fff),
                 // The agent leaves routes in the kernel across its own restarts, so forwarding
                 // is preserved for every family.
-                families: sc
-                    .families
+                families: self
+                    .families(sc)
                     .iter()
                     .map(|&family| GrFamily {
                         family,
@@ -824,8 +829,11 @@ impl Peer {
             ctx: Context {
                 four_octet_as: open.four_octet_as(),
             },
-            families: sc
+            families: self
+                .cfg
                 .families
+                .as_deref()
+                .unwrap_or(&sc.families)
                 .iter()
                 .copied()
                 .filter(|f| theirs.contains(f))

@@ -340,3 +340,57 @@ fn an_md5_key_never_shows_in_debug_output_and_must_fit_the_kernel() {
     assert!(crate::Md5Key::new(vec![b'k'; 81]).is_none());
     assert!(crate::Md5Key::new(vec![b'k'; 80]).is_some());
 }
+
+#[test]
+fn a_neighbour_limited_to_one_family_is_offered_and_sent_only_that_family() {
+    let mut speaker = Speaker::new(SpeakerConfig::new(64512, Ipv4Addr::new(10, 0, 0, 1)));
+    let now = Instant::now();
+    speaker.originate("10.1.0.0/24".parse().unwrap(), Vec::new());
+    speaker.originate("fd00:1::/64".parse().unwrap(), Vec::new());
+    let mut peer = PeerConfig::new(THEM, 65002);
+    peer.passive = true;
+    peer.next_hop_v6 = Some("fd00::1".parse().unwrap());
+    peer.families = Some(vec![Family::IPV6_UNICAST]);
+    speaker.add_peer(now, peer);
+    let conn = speaker.accept(now, THEM, US).expect("accepted");
+    let mut s = Script { speaker, conn, now };
+    let sent = s.sent();
+    let [Message::Open(open)] = &sent[..] else {
+        panic!("expected our OPEN, got {sent:?}")
+    };
+    assert_eq!(open.families(), vec![Family::IPV6_UNICAST]);
+    let gr = open.graceful_restart().expect("graceful restart");
+    assert_eq!(
+        gr.families.iter().map(|f| f.family).collect::<Vec<_>>(),
+        vec![Family::IPV6_UNICAST]
+    );
+    // The neighbour offers both; only IPv6 is negotiated.
+    let mut theirs = their_open(true);
+    theirs
+        .capabilities
+        .push(Capability::Multiprotocol(Family::IPV6_UNICAST));
+    s.feed(&bytes(&Message::Open(theirs)));
+    s.feed(&bytes(&Message::Keepalive));
+    assert_eq!(s.state(), SessionState::Established);
+    let ctx = Context {
+        four_octet_as: true,
+    };
+    let (sent, _) = s.sent_ctx(ctx);
+    let updates: Vec<&Update> = sent
+        .iter()
+        .filter_map(|m| match m {
+            Message::Update(u) => Some(u),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        updates
+            .iter()
+            .all(|u| u.nlri.is_empty() && u.withdrawn.is_empty()),
+        "no IPv4 route or End-of-RIB: {updates:?}"
+    );
+    assert!(!sent.contains(&Message::Update(Update::end_of_rib(Family::IPV4_UNICAST))));
+    assert!(sent.contains(&Message::Update(Update::end_of_rib(Family::IPV6_UNICAST))));
+    let v6 = format!("{updates:?}");
+    assert!(v6.contains("fd00:1::/64"), "{v6}");
+}
