@@ -23,13 +23,22 @@ pub struct SpeakerConfig {
     /// Wait between outgoing connection attempts (default 5 s, as Calico's BIRD
     /// `connect retry time 5`).
     pub connect_retry: Duration,
-    /// Wait before restarting a session that went down with an error; doubles on each flap up
-    /// to `idle_hold_max` (defaults 5 s and 30 s, as Calico's BIRD `error wait time 5,30`).
+    /// Damping of a flapping neighbour (RFC 4271 8.1.1, DampPeerOscillations): the first
+    /// failure after a stable period restarts the session at once (the neighbour may be
+    /// reconnecting already); each further one waits this long before trying or accepting
+    /// again, doubling up to `idle_hold_max` (defaults 5 s and 30 s, as Calico's BIRD
+    /// `error wait time 5,30`).
     pub idle_hold: Duration,
     /// Upper bound of the idle hold backoff.
     pub idle_hold_max: Duration,
-    /// A session Established at least this long resets the backoff (default 60 s).
+    /// A session Established at least this long resets both backoffs (default 60 s).
     pub stable_after: Duration,
+    /// How long a neighbour cut off for exceeding its prefix limit stays down before the
+    /// session is tried again; doubles on each further cut-off up to `limit_hold_max`
+    /// (defaults 60 s and 15 minutes). A changed limit lifts the hold at once.
+    pub limit_hold: Duration,
+    /// Upper bound of the prefix limit hold.
+    pub limit_hold_max: Duration,
     /// Graceful restart we advertise (RFC 4724); `None` disables the capability, and with it
     /// stale-route retention for peers (which needs the peer's capability only, but BIRD and
     /// FRR expect both sides to send it).
@@ -71,6 +80,8 @@ impl SpeakerConfig {
             idle_hold: Duration::from_secs(5),
             idle_hold_max: Duration::from_secs(30),
             stable_after: Duration::from_secs(60),
+            limit_hold: Duration::from_secs(60),
+            limit_hold_max: Duration::from_secs(15 * 60),
             graceful_restart: Some(GracefulRestartConfig::default()),
             stale_time: Duration::from_secs(360),
             families: vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST],
@@ -93,8 +104,9 @@ pub struct PeerConfig {
     pub passive: bool,
     /// A route-reflector client of ours (meaningful when `cluster_id` is set).
     pub rr_client: bool,
-    /// Cut the session (Cease, maximum number of prefixes reached) and keep it down when the
-    /// neighbour announces more prefixes than this.
+    /// Cut the session (Cease, maximum number of prefixes reached, RFC 4486) when the
+    /// neighbour announces more prefixes than this, and keep it down for
+    /// [`SpeakerConfig::limit_hold`].
     pub max_prefixes: Option<u32>,
     /// Set ourselves as next hop on every route sent to this neighbour (Calico's
     /// `nextHopMode: Self`). Without it, iBGP keeps learned next hops and eBGP keeps those in
@@ -205,9 +217,13 @@ pub struct PeerStatus {
     pub prefixes_advertised: usize,
     /// Why the last session ended or failed.
     pub last_error: Option<PeerError>,
-    /// Set while the session is held down until [`crate::Speaker::reset_peer`] (maximum prefix
-    /// limit exceeded).
+    /// Set while the session is held down (maximum prefix limit exceeded), until
+    /// `retry_at`, a changed limit or [`crate::Speaker::reset_peer`].
     pub disabled: Option<PeerError>,
+    /// When a session held down or damped (idle hold) is next tried.
+    pub retry_at: Option<Instant>,
+    /// The prefix limit in force.
+    pub max_prefixes: Option<u32>,
     /// Sessions that went down after being Established.
     pub flaps: u32,
 }

@@ -44,11 +44,14 @@ pub enum PeerError {
         /// A TCP MD5 key is configured for the peer.
         md5: bool,
     },
-    /// The neighbour announced more prefixes than allowed; the session stays down until reset.
-    #[error("maximum prefix limit {limit} exceeded")]
+    /// The neighbour announced more prefixes than allowed: we sent Cease (maximum number of
+    /// prefixes reached) and hold the session down for a while.
+    #[error("sent {received} prefixes, limit {limit}: session closed")]
     MaxPrefixExceeded {
         /// The configured limit.
         limit: u32,
+        /// Prefixes held from the neighbour when it was cut off.
+        received: usize,
     },
     /// This connection lost a collision with another to the same neighbour (RFC 4271 6.8); the
     /// other one carries on.

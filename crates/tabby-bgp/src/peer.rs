@@ -85,7 +85,8 @@ pub(crate) struct Peer {
     conns: Vec<Conn>,
     connect_retry_at: Option<Instant>,
     idle_until: Option<Instant>,
-    backoff: Duration,
+    /// Sessions failed since the last stable one (damping).
+    failures: u32,
     established_at: Option<Instant>,
     pub(crate) session: Option<Session>,
     /// Graceful restart (receiving side): when the neighbour's restart time runs out while it
@@ -98,6 +99,10 @@ pub(crate) struct Peer {
     pub(crate) end_of_rib: Vec<Family>,
     pub(crate) last_error: Option<PeerError>,
     pub(crate) disabled: Option<PeerError>,
+    /// When a session held down for its prefix limit is tried again.
+    disabled_until: Option<Instant>,
+    /// Prefix limit cut-offs since the last stable session (their hold doubles).
+    cutoffs: u32,
     pub(crate) flaps: u32,
     /// When the peer was configured and how many timers it has jittered: with our router ID,
     /// the seed of the jitter.
@@ -114,7 +119,7 @@ fn send(out: &mut Vec<Action>, conn: ConnId, msg: &Message, ctx: Context) {
 }
 
 impl Peer {
-    pub(crate) fn new(cfg: PeerConfig, now: Instant, sc: &SpeakerConfig) -> Self {
+    pub(crate) fn new(cfg: PeerConfig, now: Instant) -> Self {
         Self {
             cfg,
             state: SessionState::Idle,
@@ -122,7 +127,7 @@ impl Peer {
             conns: Vec::new(),
             connect_retry_at: None,
             idle_until: None,
-            backoff: sc.idle_hold,
+            failures: 0,
             established_at: None,
             session: None,
             gr_restart_at: None,
@@ -130,6 +135,8 @@ impl Peer {
             end_of_rib: Vec::new(),
             last_error: None,
             disabled: None,
+            disabled_until: None,
+            cutoffs: 0,
             flaps: 0,
             epoch: now,
             draws: 0,
@@ -154,6 +161,22 @@ impl Peer {
 
     pub(crate) fn since(&self) -> Instant {
         self.since
+    }
+
+    /// When a session held down or damped is next tried.
+    pub(crate) fn retry_at(&self) -> Option<Instant> {
+        self.disabled_until.or(self.idle_until)
+    }
+
+    /// Whether the neighbour is held down for exceeding its prefix limit.
+    pub(crate) fn limit_exceeded(&self) -> bool {
+        matches!(self.disabled, Some(PeerError::MaxPrefixExceeded { .. }))
+    }
+
+    /// Whether the Established session (if any) has lasted long enough to reset the backoffs.
+    fn stable(&self, now: Instant, sc: &SpeakerConfig) -> bool {
+        self.established_at
+            .is_some_and(|t| now.saturating_duration_since(t) >= sc.stable_after)
     }
 
     pub(crate) fn is_ibgp(&self, sc: &SpeakerConfig) -> bool {
@@ -267,6 +290,7 @@ impl Peer {
         [
             self.connect_retry_at,
             self.idle_until,
+            self.disabled_until,
             self.gr_restart_at,
             self.stale_until,
         ]
@@ -285,6 +309,12 @@ impl Peer {
         out: &mut Vec<Action>,
     ) -> Vec<PeerEvent> {
         let mut events = Vec::new();
+        if self.disabled_until.is_some_and(|t| t <= now) {
+            info!("prefix limit hold over: trying the session again");
+            self.disabled_until = None;
+            self.disabled = None;
+            self.start(now, sc, ids, out);
+        }
         if self.idle_until.is_some_and(|t| t <= now) {
             self.idle_until = None;
             self.start(now, sc, ids, out);
@@ -492,10 +522,50 @@ impl Peer {
         out: &mut Vec<Action>,
     ) {
         self.disabled = None;
+        self.disabled_until = None;
         self.idle_until = None;
-        self.backoff = sc.idle_hold;
+        self.failures = 0;
+        self.cutoffs = 0;
         if self.conns.is_empty() {
             self.start(now, sc, ids, out);
+        }
+    }
+
+    /// Cuts the session off for exceeding the prefix limit (the NOTIFICATION says so) and holds
+    /// it down, longer on each cut-off until a session is stable.
+    pub(crate) fn cut_off(
+        &mut self,
+        notification: Notification,
+        reason: PeerError,
+        now: Instant,
+        sc: &SpeakerConfig,
+        out: &mut Vec<Action>,
+    ) -> Vec<PeerEvent> {
+        if self.stable(now, sc) {
+            self.cutoffs = 0;
+        }
+        let doublings = self.cutoffs.min(16);
+        self.cutoffs += 1;
+        let hold = (sc.limit_hold * 2u32.pow(doublings)).min(sc.limit_hold_max);
+        warn!(error = %reason, ?hold, "prefix limit exceeded: session cut off");
+        let events = self.shutdown(notification, reason, true, now, sc, out);
+        self.disabled_until = Some(now + hold);
+        events
+    }
+
+    /// Takes a new prefix limit. A neighbour held down for the old one is tried again at once.
+    pub(crate) fn set_limit(
+        &mut self,
+        limit: Option<u32>,
+        now: Instant,
+        sc: &SpeakerConfig,
+        ids: &mut u64,
+        out: &mut Vec<Action>,
+    ) {
+        self.cfg.max_prefixes = limit;
+        if self.limit_exceeded() {
+            info!(?limit, "prefix limit changed: trying the session again");
+            self.reset(now, sc, ids, out);
         }
     }
 
@@ -534,7 +604,10 @@ impl Peer {
             // fail or flap.
             if reason != PeerError::Collision {
                 debug!("connection closed before the neighbour's OPEN");
-                self.last_error = Some(reason);
+                // A retry closed this early says less than why the session failed before.
+                if matches!(self.last_error, None | Some(PeerError::ConnectionClosed)) {
+                    self.last_error = Some(reason);
+                }
             }
             if self.conns.is_empty() && !self.cfg.passive && self.disabled.is_none() {
                 self.connect_retry_at = Some(now + self.jittered(sc.connect_retry, now, sc));
@@ -558,17 +631,26 @@ impl Peer {
         self.last_error = Some(reason.clone());
         let admin = matches!(reason, PeerError::AdminShutdown);
         if self.conns.is_empty() && !admin && self.disabled.is_none() {
-            // Damp a flapping neighbour: wait before trying again, longer each time unless the
-            // session had been stable.
-            if self
-                .established_at
-                .is_some_and(|t| now.saturating_duration_since(t) >= sc.stable_after)
-            {
-                self.backoff = sc.idle_hold;
+            if self.stable(now, sc) {
+                self.failures = 0;
             }
-            self.idle_until = Some(now + self.jittered(self.backoff, now, sc));
-            self.backoff = (self.backoff * 2).min(sc.idle_hold_max);
-            self.connect_retry_at = None;
+            self.failures += 1;
+            if self.failures == 1 {
+                // One failure is not an oscillation (RFC 4271 8.1.1 damps only repeated
+                // ones): back to Active at once, accepting the neighbour's reconnection and
+                // connecting out now rather than after an idle hold.
+                debug!("first failure since the session was stable: restarting at once");
+                self.idle_until = None;
+                self.connect_retry_at = (!self.cfg.passive).then_some(now);
+            } else {
+                // Damp a flapping neighbour: refuse it and wait before trying again, longer
+                // each time until a session is stable.
+                let doublings = (self.failures - 2).min(16);
+                let hold = (sc.idle_hold * 2u32.pow(doublings)).min(sc.idle_hold_max);
+                debug!(failures = self.failures, ?hold, "damping the neighbour");
+                self.idle_until = Some(now + self.jittered(hold, now, sc));
+                self.connect_retry_at = None;
+            }
         }
         if c.state == ConnState::Established {
             self.established_at = None;

@@ -130,15 +130,25 @@ impl Speaker {
 
     // ===== configuration and local routes =====
 
-    /// Adds a neighbour (replacing one at the same address) and starts its session.
+    /// Adds a neighbour (replacing one at the same address) and starts its session. A
+    /// neighbour whose settings differ only in the prefix limit keeps its session: the new
+    /// limit applies to it at once, and one held down for the old limit is tried again.
     pub fn add_peer(&mut self, now: Instant, cfg: PeerConfig) {
         let addr = cfg.addr;
-        if self.peers.contains_key(&addr) {
+        if let Some(peer) = self.peers.get(&addr) {
+            let limit_only = PeerConfig {
+                max_prefixes: cfg.max_prefixes,
+                ..peer.cfg.clone()
+            } == cfg;
+            if limit_only {
+                self.set_limit(now, addr, cfg.max_prefixes);
+                return;
+            }
             self.remove_peer(now, addr);
         }
         let _span = info_span!("bgp_peer", peer = %addr).entered();
         info!(asn = cfg.asn, "neighbour added");
-        let mut peer = Peer::new(cfg, now, &self.cfg);
+        let mut peer = Peer::new(cfg, now);
         let mut out = Vec::new();
         peer.start(now, &self.cfg, &mut self.next_id, &mut out);
         self.peers.insert(addr, peer);
@@ -169,6 +179,20 @@ impl Speaker {
         let mut out = Vec::new();
         peer.reset(now, &self.cfg, &mut self.next_id, &mut out);
         self.absorb(addr, out);
+    }
+
+    fn set_limit(&mut self, now: Instant, addr: IpAddr, limit: Option<u32>) {
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        if peer.cfg.max_prefixes == limit {
+            return;
+        }
+        let _span = info_span!("bgp_peer", peer = %addr).entered();
+        let mut out = Vec::new();
+        peer.set_limit(limit, now, &self.cfg, &mut self.next_id, &mut out);
+        self.absorb(addr, out);
+        self.enforce_limit(addr, Family::IPV4_UNICAST, now);
     }
 
     /// Originates a prefix (the agent's IPAM blocks), with optional communities.
@@ -564,28 +588,39 @@ impl Speaker {
                 self.dirty.insert(p);
             }
         }
-        if let Some(limit) = peer.cfg.max_prefixes
-            && self.rib.adj_in_len(&addr) > usize::try_from(limit).unwrap_or(usize::MAX)
-        {
-            warn!(limit, "maximum prefix limit exceeded: session shut down");
-            let family = update
-                .mp_reach
-                .as_ref()
-                .map_or(Family::IPV4_UNICAST, |m| m.family);
-            let mut data = family.afi.to_be_bytes().to_vec();
-            data.push(family.safi);
-            data.extend_from_slice(&limit.to_be_bytes());
-            let n = Notification {
-                code: code::CEASE,
-                subcode: code::CEASE_MAX_PREFIX,
-                data,
-            };
-            let mut out = Vec::new();
-            let reason = PeerError::MaxPrefixExceeded { limit };
-            let events = peer.shutdown(n, reason, true, now, &self.cfg, &mut out);
-            self.absorb(addr, out);
-            self.handle_events(addr, events, now);
+        let family = update
+            .mp_reach
+            .as_ref()
+            .map_or(Family::IPV4_UNICAST, |m| m.family);
+        self.enforce_limit(addr, family, now);
+    }
+
+    /// Cuts an Established neighbour off when it holds more prefixes than its limit; `family`
+    /// is the one that went over, for the NOTIFICATION (RFC 4486 4).
+    fn enforce_limit(&mut self, addr: IpAddr, family: Family, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let received = self.rib.adj_in_len(&addr);
+        let Some(limit) = peer.cfg.max_prefixes else {
+            return;
+        };
+        if peer.session.is_none() || received <= usize::try_from(limit).unwrap_or(usize::MAX) {
+            return;
         }
+        let mut data = family.afi.to_be_bytes().to_vec();
+        data.push(family.safi);
+        data.extend_from_slice(&limit.to_be_bytes());
+        let n = Notification {
+            code: code::CEASE,
+            subcode: code::CEASE_MAX_PREFIX,
+            data,
+        };
+        let mut out = Vec::new();
+        let reason = PeerError::MaxPrefixExceeded { limit, received };
+        let events = peer.cut_off(n, reason, now, &self.cfg, &mut out);
+        self.absorb(addr, out);
+        self.handle_events(addr, events, now);
     }
 
     // ===== Loc-RIB to the agent and to Adj-RIBs-Out =====
@@ -739,6 +774,8 @@ impl Speaker {
                 prefixes_advertised: self.adj_out.get(addr).map_or(0, HashMap::len),
                 last_error: p.last_error.clone(),
                 disabled: p.disabled.clone(),
+                retry_at: p.retry_at(),
+                max_prefixes: p.cfg.max_prefixes,
                 flaps: p.flaps,
             })
             .collect()

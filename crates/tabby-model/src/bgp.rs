@@ -6,8 +6,51 @@ use serde::{Deserialize, Serialize};
 
 use crate::check::Checker;
 use crate::values::{
-    AsNumber, check_duration, check_enum, check_selector, parse_masked_cidr, parse_net,
+    AsNumber, Labels, check_duration, check_enum, check_selector, parse_masked_cidr, parse_net,
 };
+
+/// tabby's annotation on a BGPPeer: the most prefixes accepted from each session the BGPPeer
+/// makes; past it the session is cut off (Cease, maximum number of prefixes reached). Calico's
+/// BGPPeer has no such field, and an annotation keeps Calico manifests applying unchanged.
+pub const ANNOTATION_MAX_PREFIXES: &str = "tabby.dev/max-prefixes";
+/// The same for every node-to-node mesh session, on BGPConfiguration `default` (where Calico
+/// keeps the other `nodeMesh...` settings).
+pub const ANNOTATION_NODE_MESH_MAX_PREFIXES: &str = "tabby.dev/node-mesh-max-prefixes";
+
+/// A prefix limit annotation's value, if the annotation is there: a positive integer up to
+/// 4294967295. The error is the reason, to show beside the resource and annotation.
+pub fn max_prefixes(annotations: &Labels, key: &str) -> Result<Option<u32>, String> {
+    let Some(v) = annotations.get(key) else {
+        return Ok(None);
+    };
+    match v.parse::<u32>() {
+        Ok(n) if n > 0 && v.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(n)),
+        _ => Err(format!(
+            "{v:?} is not a positive integer (the most prefixes accepted from each peer, 1 to \
+             4294967295; remove the annotation for no limit)"
+        )),
+    }
+}
+
+/// Checks tabby's annotations on a BGP kind: the one that applies to it (`known`) must be
+/// valid, and another `tabby.dev/` one is most likely a misspelling, so it is refused.
+pub(crate) fn check_annotations(c: &mut Checker, annotations: &Labels, known: &str) {
+    c.field("metadata", |c| {
+        for key in annotations.keys().filter(|k| k.starts_with("tabby.dev/")) {
+            let at = format!("annotations[{key:?}]");
+            if key == known {
+                if let Err(reason) = max_prefixes(annotations, key) {
+                    c.error_at(&at, reason);
+                }
+            } else {
+                c.error_at(
+                    &at,
+                    format!("is not a tabby annotation of this kind (it takes {known:?})"),
+                );
+            }
+        }
+    });
+}
 
 /// A reference to a key of a Kubernetes Secret.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -148,6 +191,22 @@ impl BgpConfigurationSpec {
             self.node_to_node_mesh_enabled.get_or_insert(true);
             self.log_severity_screen
                 .get_or_insert_with(|| "Info".to_owned());
+        }
+    }
+
+    /// tabby's annotations: the mesh prefix limit, read from `default` only.
+    pub(crate) fn check_annotations(&self, c: &mut Checker, meta: &crate::ObjectMeta) {
+        check_annotations(c, &meta.annotations, ANNOTATION_NODE_MESH_MAX_PREFIXES);
+        if meta.name != "default"
+            && meta
+                .annotations
+                .contains_key(ANNOTATION_NODE_MESH_MAX_PREFIXES)
+        {
+            c.field("metadata", |c| {
+                c.field(&format!("annotations[{ANNOTATION_NODE_MESH_MAX_PREFIXES:?}]"), |c| {
+                    c.warn("has no effect here: the mesh limit is read from BGPConfiguration \"default\" only");
+                });
+            });
         }
     }
 

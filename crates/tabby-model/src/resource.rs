@@ -184,8 +184,18 @@ impl Resource {
         match self {
             Self::IpPool(o) => o.spec.check(&mut c),
             Self::IpReservation(o) => o.spec.check(&mut c),
-            Self::BgpConfiguration(o) => o.spec.check(&mut c, &o.metadata.name),
-            Self::BgpPeer(o) => o.spec.check(&mut c),
+            Self::BgpConfiguration(o) => {
+                o.spec.check(&mut c, &o.metadata.name);
+                o.spec.check_annotations(&mut c, &o.metadata);
+            }
+            Self::BgpPeer(o) => {
+                o.spec.check(&mut c);
+                crate::bgp::check_annotations(
+                    &mut c,
+                    &o.metadata.annotations,
+                    crate::bgp::ANNOTATION_MAX_PREFIXES,
+                );
+            }
             Self::FelixConfiguration(o) => o.spec.check(&mut c),
             Self::Tier(o) => o.spec.check(&mut c, &o.metadata.name),
             Self::GlobalNetworkPolicy(o) => o.spec.check(&mut c, flavor(true, false)),

@@ -170,17 +170,32 @@ pub(crate) fn render(st: &NodeStatus) -> String {
                 p.kind.as_str().to_owned(),
                 p.state.clone(),
                 ago(p.since_secs),
-                p.prefixes_received.to_string(),
+                match p.max_prefixes {
+                    Some(limit) => format!("{}/{limit}", p.prefixes_received),
+                    None => p.prefixes_received.to_string(),
+                },
                 p.prefixes_advertised.to_string(),
-                p.disabled
-                    .as_ref()
-                    .map(|d| format!("held down: {d}"))
-                    .or_else(|| p.last_error.clone())
-                    .unwrap_or_else(|| "-".to_owned()),
+                last_error(p),
             ]
         })
         .collect();
     out + &output::table(&header, &rows)
+}
+
+/// The LAST ERROR column: why the session is down or last went down, and when it is tried
+/// again if it is held down or damped.
+fn last_error(p: &tabby_node::bgp::PeerReport) -> String {
+    let error = p
+        .disabled
+        .as_ref()
+        .map(|d| format!("held down: {d}"))
+        .or_else(|| p.last_error.clone());
+    match (error, p.retry_in_secs) {
+        (Some(e), Some(s)) => format!("{e}; retry in {s}s"),
+        (Some(e), None) => e,
+        (None, Some(s)) => format!("damped; retry in {s}s"),
+        (None, None) => "-".to_owned(),
+    }
 }
 
 fn run_agent(datastore: Option<&str>, args: &NodeRunArgs) -> Result<ExitCode> {

@@ -243,7 +243,9 @@ fn hold_timer_from_the_negotiated_hold_time() {
         msgs.contains(&Message::Notification(Notification::new(4, 0))),
         "{msgs:?}"
     );
-    assert_eq!(s.state(), SessionState::Idle);
+    // A first failure is not damped: (passive) waiting for the neighbour again at once.
+    assert_eq!(s.state(), SessionState::Active);
+    assert_eq!(s.speaker.peer_status()[0].retry_at, None);
 }
 
 /// The gaps between our connection attempts to a neighbour whose listener takes the

@@ -402,38 +402,210 @@ fn wrong_peer_as_is_refused_and_retried_with_growing_backoff() {
     assert!(gaps.iter().any(|&g| g >= 10), "{gaps:?}");
 }
 
-#[test]
-fn max_prefix_limit_cuts_the_session_and_keeps_it_down() {
+/// a originates `n` prefixes 10.1.i.0/24, and b limits a to `limit`.
+fn limited_pair(n: u8, limit: u32) -> (Lab, usize, usize) {
     let mut lab = Lab::new();
     let a = lab.node(1, 65001, |_| {});
     let b = lab.node(2, 65002, |_| {});
     lab.peer(a, b, |_| {});
-    lab.peer(b, a, |p| p.max_prefixes = Some(2));
+    lab.peer(b, a, |p| p.max_prefixes = Some(limit));
     lab.advance(Duration::from_secs(1));
-    for i in 0..3 {
+    assert_eq!(lab.state(b, a), SessionState::Established);
+    for i in 0..n {
         lab.nodes[a]
             .1
             .originate(net(&format!("10.1.{i}.0/24")), vec![]);
     }
     lab.settle();
+    (lab, a, b)
+}
+
+/// How long a's session to b is held down or damped for, from when it went down.
+fn hold(lab: &Lab, a: usize, b: usize) -> Option<Duration> {
+    let st = lab.status(a, b);
+    st.retry_at.map(|t| t - st.since)
+}
+
+#[test]
+fn max_prefix_limit_cuts_the_session_and_holds_it_down_longer_each_time() {
+    let (mut lab, a, b) = limited_pair(3, 2);
     let st = lab.status(b, a);
     assert_eq!(st.state, SessionState::Idle);
-    assert_eq!(st.disabled, Some(PeerError::MaxPrefixExceeded { limit: 2 }));
+    let over = PeerError::MaxPrefixExceeded {
+        limit: 2,
+        received: 3,
+    };
+    assert_eq!(st.disabled, Some(over.clone()));
+    assert_eq!(st.last_error, Some(over.clone()));
+    assert_eq!(st.max_prefixes, Some(2));
+    assert_eq!(over.to_string(), "sent 3 prefixes, limit 2: session closed");
+    // Every route from a is gone, for the agent too.
     assert_eq!(lab.learned(b), vec![]);
+    assert_eq!(st.prefixes_received, 0);
+    let withdrawn = lab.routes[b]
+        .iter()
+        .filter(|c| matches!(c, RouteChange::Withdrawn(_)))
+        .count();
+    assert_eq!(withdrawn, 2, "{:?}", lab.routes[b]);
+    // a was told why: Cease, maximum number of prefixes reached, with AFI/SAFI and limit.
     let PeerError::NotificationReceived(n) = lab.status(a, b).last_error.unwrap() else {
         panic!("a was not told")
     };
     assert_eq!((n.code, n.subcode), (6, 1));
     assert_eq!(n.data, vec![0, 1, 1, 0, 0, 0, 2]);
-    // Stays down however long a waits...
-    lab.advance(Duration::from_secs(300));
+
+    // Held down for a minute, refusing a's attempts (no tight loop either way)...
+    assert_eq!(hold(&lab, b, a), Some(Duration::from_secs(60)));
+    lab.advance(Duration::from_secs(59));
     assert_eq!(lab.state(b, a), SessionState::Idle);
-    // ...until the operator resets it (with the limit raised).
+    assert_ne!(lab.state(a, b), SessionState::Established);
+    // ...then tried again; a still sends too many, so it is cut off for two minutes, then four.
+    let mut holds = Vec::new();
+    for _ in 0..3 {
+        let before = lab.status(b, a).since;
+        for _ in 0..600 {
+            lab.advance(Duration::from_secs(1));
+            if lab.status(b, a).since != before && lab.state(b, a) == SessionState::Idle {
+                break;
+            }
+        }
+        holds.push(hold(&lab, b, a).expect("held down again"));
+    }
+    let secs: Vec<u64> = holds.iter().map(Duration::as_secs).collect();
+    assert_eq!(secs, [120, 240, 480]);
+    assert_eq!(lab.status(b, a).flaps, 4);
+}
+
+#[test]
+fn the_prefix_limit_hold_is_capped() {
+    let mut lab = Lab::new();
+    let a = lab.node(1, 65001, |_| {});
+    let b = lab.node(2, 65002, |c| c.limit_hold_max = Duration::from_secs(100));
+    lab.peer(a, b, |_| {});
+    lab.peer(b, a, |p| p.max_prefixes = Some(1));
+    lab.nodes[a].1.originate(net("10.1.0.0/24"), vec![]);
+    lab.nodes[a].1.originate(net("10.1.1.0/24"), vec![]);
+    lab.advance(Duration::from_secs(1));
+    assert_eq!(hold(&lab, b, a), Some(Duration::from_secs(60)));
+    lab.advance(Duration::from_secs(61));
+    assert_eq!(hold(&lab, b, a), Some(Duration::from_secs(100)));
+    lab.advance(Duration::from_secs(101));
+    assert_eq!(hold(&lab, b, a), Some(Duration::from_secs(100)));
+}
+
+#[test]
+fn a_raised_limit_lifts_the_hold_at_once_and_a_changed_one_keeps_the_session() {
+    let (mut lab, a, b) = limited_pair(3, 2);
+    assert_eq!(lab.state(b, a), SessionState::Idle);
+    // The operator raises the limit: the same neighbour with a new limit.
+    lab.peer(b, a, |p| p.max_prefixes = Some(5));
+    lab.advance(Duration::from_millis(10));
+    assert_eq!(lab.state(b, a), SessionState::Established);
+    assert_eq!(lab.learned(b).len(), 3);
+    let st = lab.status(b, a);
+    assert_eq!(
+        (st.disabled, st.retry_at, st.max_prefixes),
+        (None, None, Some(5))
+    );
+    let flaps = st.flaps;
+    // Raised again, or removed, while Established: the session stays.
+    lab.peer(b, a, |p| p.max_prefixes = Some(10));
+    lab.peer(b, a, |_| {});
+    lab.advance(Duration::from_millis(10));
+    assert_eq!(lab.status(b, a).flaps, flaps);
+    assert_eq!(lab.learned(b).len(), 3);
+    // Lowered below what a sends: cut off at once.
+    lab.peer(b, a, |p| p.max_prefixes = Some(1));
+    lab.settle();
+    assert_eq!(
+        lab.status(b, a).disabled,
+        Some(PeerError::MaxPrefixExceeded {
+            limit: 1,
+            received: 3
+        })
+    );
+    assert_eq!(lab.learned(b), vec![]);
+    // The operator's reset also lifts the hold (a now within the limit).
+    lab.nodes[a].1.withdraw(net("10.1.1.0/24"));
     lab.nodes[a].1.withdraw(net("10.1.2.0/24"));
     lab.nodes[b].1.reset_peer(lab.now, ip(1));
-    lab.advance(Duration::from_secs(30));
+    // a, cut off twice within a minute, damps b for up to 5 s.
+    lab.advance(Duration::from_secs(6));
     assert_eq!(lab.state(b, a), SessionState::Established);
-    assert_eq!(lab.learned(b).len(), 2);
+    assert_eq!(lab.learned(b).len(), 1);
+}
+
+/// a drops its session to b the way BIRD's `restart` of a protocol does: Cease, then a new
+/// session at once.
+fn restart_protocol(lab: &mut Lab, a: usize, b: usize) {
+    let now = lab.now;
+    let addr = lab.nodes[b].0;
+    lab.nodes[a].1.remove_peer(now, addr);
+    lab.peer(a, b, |_| {});
+    lab.settle();
+}
+
+#[test]
+fn a_first_drop_reconnects_at_once_and_a_flapping_peer_is_damped_with_growing_backoff() {
+    let (mut lab, a, b) = ebgp_pair();
+    lab.advance(Duration::from_secs(120));
+    // The first drop after a stable session: b accepts a's new connection at once.
+    restart_protocol(&mut lab, a, b);
+    lab.advance(Duration::from_millis(10));
+    assert_eq!(lab.state(b, a), SessionState::Established);
+    assert_eq!(lab.status(b, a).flaps, 1);
+
+    // Flapping: each further drop before the session is stable holds b down longer (the idle
+    // hold, 5 s doubling to 30 s, shortened by up to a quarter), refusing a meanwhile.
+    let mut holds = Vec::new();
+    for _ in 0..5 {
+        lab.advance(Duration::from_secs(1));
+        restart_protocol(&mut lab, a, b);
+        let st = lab.status(b, a);
+        assert_eq!(st.state, SessionState::Idle, "{st:?}");
+        let held = hold(&lab, b, a).expect("damped");
+        lab.advance(held - Duration::from_millis(100));
+        assert_ne!(
+            lab.state(b, a),
+            SessionState::Established,
+            "refused while damped"
+        );
+        lab.advance(Duration::from_secs(6));
+        assert_eq!(lab.state(b, a), SessionState::Established);
+        holds.push(held);
+    }
+    for (hold, nominal) in holds.iter().zip([5u64, 10, 20, 30, 30]) {
+        let nominal = Duration::from_secs(nominal);
+        assert!(*hold <= nominal && *hold >= nominal * 3 / 4, "{holds:?}");
+    }
+
+    // Stable for a minute: the next drop is a first one again.
+    lab.advance(Duration::from_secs(61));
+    restart_protocol(&mut lab, a, b);
+    lab.advance(Duration::from_millis(10));
+    assert_eq!(lab.state(b, a), SessionState::Established);
+}
+
+#[test]
+fn a_crashed_peer_is_accepted_back_at_once() {
+    let (mut lab, a, b) = ebgp_pair();
+    lab.advance(Duration::from_secs(120));
+    // a's connections vanish with no NOTIFICATION (a crash); a comes back with fresh state.
+    lab.crash(a);
+    lab.settle();
+    assert_ne!(
+        lab.state(b, a),
+        SessionState::Idle,
+        "b is not holding a down"
+    );
+    assert_eq!(hold(&lab, b, a), None);
+    let IpAddr::V4(id) = ip(1) else {
+        unreachable!()
+    };
+    lab.nodes[a].1 = Speaker::new(SpeakerConfig::new(65001, id));
+    lab.peer(a, b, |_| {});
+    lab.advance(Duration::from_millis(10));
+    assert_eq!(lab.state(b, a), SessionState::Established);
 }
 
 #[test]

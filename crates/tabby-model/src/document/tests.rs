@@ -236,3 +236,62 @@ fn global_is_refused_in_policy_selectors_but_not_in_rules() {
         "{all}"
     );
 }
+
+#[test]
+fn prefix_limit_annotations_are_checked_with_resource_annotation_and_reason() {
+    let peer = |annotations: &str| {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: BGPPeer\n\
+             metadata: {{name: tor, annotations: {{{annotations}}}}}\n\
+             spec: {{peerIP: 10.0.0.1, asNumber: 64512}}\n"
+        )
+    };
+    let loaded = load_str(&peer("tabby.dev/max-prefixes: '1000'")).unwrap();
+    let Resource::BgpPeer(o) = &loaded[0].resource else {
+        panic!("{loaded:?}")
+    };
+    assert_eq!(
+        crate::bgp::max_prefixes(&o.metadata.annotations, crate::bgp::ANNOTATION_MAX_PREFIXES),
+        Ok(Some(1000))
+    );
+    for bad in ["'0'", "'-5'", "'+5'", "'1e3'", "lots", "'4294967296'", "''"] {
+        let all = issues(&peer(&format!("tabby.dev/max-prefixes: {bad}"))).join("\n");
+        assert!(
+            all.contains("BGPPeer \"tor\": metadata.annotations[\"tabby.dev/max-prefixes\"]: \"")
+                && all.contains("is not a positive integer"),
+            "{bad}: {all}"
+        );
+    }
+    // A misspelt tabby annotation would silently set no limit: refused.
+    let all = issues(&peer("tabby.dev/max-prefix: '10'")).join("\n");
+    assert!(
+        all.contains("annotations[\"tabby.dev/max-prefix\"]: is not a tabby annotation")
+            && all.contains("\"tabby.dev/max-prefixes\""),
+        "{all}"
+    );
+    // Other domains' annotations are none of tabby's business.
+    load_str(&peer("example.com/owner: netops")).unwrap();
+
+    let config = |name: &str, v: &str| {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\n\
+             metadata: {{name: {name}, annotations: {{tabby.dev/node-mesh-max-prefixes: {v}}}}}\n\
+             spec: {{}}\n"
+        )
+    };
+    assert!(
+        load_str(&config("default", "'500'")).unwrap()[0]
+            .warnings
+            .is_empty()
+    );
+    let all = issues(&config("default", "none")).join("\n");
+    assert!(
+        all.contains("BGPConfiguration \"default\": metadata.annotations[\"tabby.dev/node-mesh-max-prefixes\"]: \"none\" is not a positive integer"),
+        "{all}"
+    );
+    let warned = &load_str(&config("node.a", "'500'")).unwrap()[0].warnings;
+    assert!(
+        warned[0].to_string().contains("has no effect here"),
+        "{warned:?}"
+    );
+}

@@ -13,6 +13,9 @@
 //!   `peerSelector` gives the matching nodes, and the reverse peering is implied: a node that
 //!   the `peerSelector` matches peers with the nodes the resource applies to. On a reflector,
 //!   an iBGP neighbour that is not a reflector of the same cluster is a client.
+//! - Prefix limits, tabby's own (Calico has none): a BGPPeer's `tabby.dev/max-prefixes`
+//!   annotation limits each session it makes, BGPConfiguration `default`'s
+//!   `tabby.dev/node-mesh-max-prefixes` each mesh session.
 //! - One session per neighbour address; an explicit BGPPeer replaces a mesh session to the
 //!   same address. Sessions run over IPv4 when both ends have an IPv4 address (else IPv6) and
 //!   carry both families, the other family's next hop being this node's address of it.
@@ -26,7 +29,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use tabby_bgp::PeerConfig;
-use tabby_model::bgp::{BgpConfigurationSpec, BgpPeerSpec, parse_peer_ip};
+use tabby_model::bgp::{
+    ANNOTATION_MAX_PREFIXES, ANNOTATION_NODE_MESH_MAX_PREFIXES, BgpConfigurationSpec, BgpPeerSpec,
+    max_prefixes, parse_peer_ip,
+};
 use tabby_model::node::NodeBgpSpec;
 use tabby_model::selector::Selector;
 use tabby_model::values::{Labels, parse_duration_secs, parse_net};
@@ -98,6 +104,17 @@ pub struct WantedPeer {
     pub refused: Option<String>,
 }
 
+impl WantedPeer {
+    /// Not run when its prefix limit annotation is unusable: running it without the limit
+    /// the operator asked for would be worse than showing why it is down.
+    fn refused_for(mut self, limit: &Result<Option<u32>, String>) -> Self {
+        if let Err(why) = limit {
+            self.refused.get_or_insert_with(|| why.clone());
+        }
+        self
+    }
+}
+
 /// What a peer with a password shows: no safe TCP_MD5SIG wrapper exists for this build
 /// (unsafe code is forbidden), and a session without the signature would be refused by the
 /// peer anyway, or worse, accepted unauthenticated.
@@ -141,6 +158,8 @@ pub struct BgpInputs {
     /// Confirmed block affinities (tabby-ipam's `BlockAffinity` records) by (node, record
     /// name): the blocks each node originates.
     affinities: BTreeMap<(String, String), IpNet>,
+    /// Prefix limit annotations by (kind, name): the limit, or why a stored value is unusable.
+    limits: BTreeMap<(Kind, String), Result<u32, String>>,
     generation: u64,
 }
 
@@ -242,10 +261,43 @@ impl BgpInputs {
             }
             _ => return false,
         };
+        let changed = self.set_limit(r) || changed;
         if changed {
             self.generation += 1;
         }
         true
+    }
+
+    /// Keeps a BGP resource's prefix limit annotation; returns whether it changed.
+    fn set_limit(&mut self, r: &Resource) -> bool {
+        let annotation = match r.kind() {
+            Kind::BgpPeer => ANNOTATION_MAX_PREFIXES,
+            Kind::BgpConfiguration => ANNOTATION_NODE_MESH_MAX_PREFIXES,
+            _ => return false,
+        };
+        let key = (r.kind(), r.name().to_owned());
+        let limit = match max_prefixes(&r.meta().annotations, annotation) {
+            Ok(None) => None,
+            Ok(Some(n)) => Some(Ok(n)),
+            // Validation refuses these on apply; one written around it shows in node status.
+            Err(why) => Some(Err(format!(
+                "{} {:?}: {annotation} {why}",
+                r.kind(),
+                r.name()
+            ))),
+        };
+        match limit {
+            Some(l) => self.limits.insert(key, l.clone()) != Some(l),
+            None => self.limits.remove(&key).is_some(),
+        }
+    }
+
+    /// The prefix limit of a resource's sessions, or why its annotation is unusable.
+    fn limit(&self, kind: Kind, name: &str) -> Result<Option<u32>, String> {
+        self.limits
+            .get(&(kind, name.to_owned()))
+            .cloned()
+            .transpose()
     }
 
     /// Forgets a resource.
@@ -256,6 +308,7 @@ impl BgpInputs {
             Kind::BgpPeer => self.peers.remove(name).is_some(),
             _ => false,
         };
+        self.limits.remove(&(kind, name.to_owned()));
         if gone {
             self.generation += 1;
         }
@@ -421,6 +474,7 @@ impl BgpInputs {
             .configs
             .get("default")
             .is_some_and(|c| c.node_mesh_password.is_some());
+        let mesh_limit = self.limit(Kind::BgpConfiguration, "default");
         if mesh && cluster_id.is_none() {
             for (name, node) in &self.nodes {
                 let Some(bgp) = node.bgp.as_ref() else {
@@ -435,6 +489,7 @@ impl BgpInputs {
                 let mut cfg = base(local, remote, self.node_asn(bgp), self.port_of(name));
                 // Calico compares the address strings: the "greater" side connects.
                 cfg.passive = remote.to_string() > local.to_string();
+                cfg.max_prefixes = mesh_limit.clone().ok().flatten();
                 peers.insert(
                     remote,
                     WantedPeer {
@@ -442,12 +497,14 @@ impl BgpInputs {
                         kind: PeerKind::Mesh,
                         config: cfg,
                         refused: mesh_password.then(|| MD5_UNSUPPORTED.to_owned()),
-                    },
+                    }
+                    .refused_for(&mesh_limit),
                 );
             }
         }
 
-        for spec in self.peers.values() {
+        for (resource, spec) in &self.peers {
+            let limit = self.limit(Kind::BgpPeer, resource);
             let applies = |node: &str, labels: &Labels| match (&spec.node, &spec.node_selector) {
                 (Some(n), _) => n == node,
                 (None, Some(sel)) => selects(sel, labels),
@@ -476,6 +533,7 @@ impl BgpInputs {
                 cfg.next_hop_self = next_hop_self;
                 cfg.next_hop_keep = next_hop_keep;
                 cfg.rr_client = cluster_id.is_some() && asn == my_asn;
+                cfg.max_prefixes = limit.clone().ok().flatten();
                 let kind = if cfg.rr_client {
                     PeerKind::ReflectorClient
                 } else if specific {
@@ -490,7 +548,8 @@ impl BgpInputs {
                         kind,
                         config: cfg,
                         refused: spec.password.as_ref().map(|_| MD5_UNSUPPORTED.to_owned()),
-                    },
+                    }
+                    .refused_for(&limit),
                 );
             } else if let Some(peer_sel) = &spec.peer_selector {
                 let matched_by_peer_side = selects(peer_sel, &me.labels);
@@ -520,6 +579,7 @@ impl BgpInputs {
                     cfg.next_hop_keep = next_hop_keep;
                     cfg.rr_client =
                         cluster_id.is_some() && asn == my_asn && their_cluster != cluster_id;
+                    cfg.max_prefixes = limit.clone().ok().flatten();
                     let kind = if cfg.rr_client {
                         PeerKind::ReflectorClient
                     } else if their_cluster.is_some() {
@@ -536,7 +596,8 @@ impl BgpInputs {
                             kind,
                             config: cfg,
                             refused: spec.password.as_ref().map(|_| MD5_UNSUPPORTED.to_owned()),
-                        },
+                        }
+                        .refused_for(&limit),
                     );
                 }
             }

@@ -7,8 +7,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tabby_bgp::SessionState;
 use tabby_bgp::driver::Handle;
+use tabby_bgp::{PeerError, SessionState};
+use tabby_model::bgp::{ANNOTATION_MAX_PREFIXES, ANNOTATION_NODE_MESH_MAX_PREFIXES};
 
 use crate::bgp::peers::{PeerKind, SpeakerSettings, WantedPeer};
 
@@ -71,6 +72,9 @@ pub struct PeerReport {
     pub router_id: Option<String>,
     /// Prefixes held from it.
     pub prefixes_received: usize,
+    /// The most prefixes accepted from it (the prefix limit annotation), if limited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prefixes: Option<u32>,
     /// Prefixes advertised to it.
     pub prefixes_advertised: usize,
     /// Why the last session ended or failed.
@@ -79,8 +83,26 @@ pub struct PeerReport {
     /// Set while the session is held down (for instance a prefix limit was exceeded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<String>,
+    /// Seconds until a session held down or damped (a flapping peer) is tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_secs: Option<u64>,
     /// Sessions lost after being Established.
     pub flaps: u32,
+}
+
+/// A peer error in an operator's words: a prefix limit names the annotation that set it.
+fn describe_error(e: &PeerError, kind: PeerKind) -> String {
+    match e {
+        PeerError::MaxPrefixExceeded { limit, received } => {
+            let annotation = if kind == PeerKind::Mesh {
+                ANNOTATION_NODE_MESH_MAX_PREFIXES
+            } else {
+                ANNOTATION_MAX_PREFIXES
+            };
+            format!("sent {received} prefixes, limit {limit} ({annotation}): session closed")
+        }
+        other => other.to_string(),
+    }
 }
 
 fn state_name(s: SessionState) -> &'static str {
@@ -174,18 +196,25 @@ impl StatusBoard {
                     .into_iter()
                     .map(|s| {
                         let w = wanted.get(&s.addr);
+                        let kind = w.map_or(PeerKind::Global, |w| w.kind);
                         PeerReport {
                             name: w.map_or_else(|| s.addr.to_string(), |w| w.name.clone()),
                             address: s.addr,
                             asn: s.asn,
-                            kind: w.map_or(PeerKind::Global, |w| w.kind),
+                            kind,
                             state: state_name(s.state).to_owned(),
                             since_secs: now.saturating_duration_since(s.since).as_secs(),
                             router_id: s.router_id.map(|r| r.to_string()),
                             prefixes_received: s.prefixes_received,
+                            max_prefixes: s.max_prefixes,
                             prefixes_advertised: s.prefixes_advertised,
-                            last_error: s.last_error.map(|e| e.to_string()),
-                            disabled: s.disabled.map(|e| e.to_string()),
+                            last_error: s.last_error.map(|e| describe_error(&e, kind)),
+                            disabled: s.disabled.map(|e| describe_error(&e, kind)),
+                            retry_in_secs: s.retry_at.map(|t| {
+                                // Rounded up: "0 s" would read as "now" while it is not yet.
+                                let left = t.saturating_duration_since(now);
+                                left.as_secs() + u64::from(left.subsec_nanos() > 0)
+                            }),
                             flaps: s.flaps,
                         }
                     })
@@ -202,9 +231,11 @@ impl StatusBoard {
                             since_secs: 0,
                             router_id: None,
                             prefixes_received: 0,
+                            max_prefixes: w.config.max_prefixes,
                             prefixes_advertised: 0,
                             last_error: w.refused.clone(),
                             disabled: None,
+                            retry_in_secs: None,
                             flaps: 0,
                         });
                     }

@@ -205,3 +205,67 @@ fn next_hops_are_kept_on_a_shared_subnet_or_when_a_bgp_peer_says_keep() {
 fn i_desired(yaml: &str) -> Desired {
     inputs(yaml).desired("a").expect("a")
 }
+
+#[test]
+fn prefix_limits_come_from_tabby_annotations_on_bgp_peers_and_the_mesh_configuration() {
+    let config = |limit: &str| {
+        format!(
+            "---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default, annotations: {{tabby.dev/node-mesh-max-prefixes: '{limit}'}}}}\nspec: {{}}\n"
+        )
+    };
+    let yaml = format!(
+        "{}{}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: tor, annotations: {{tabby.dev/max-prefixes: '1000'}}}}\nspec: {{node: a, peerIP: 10.0.0.254, asNumber: 65001}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: to-c, annotations: {{tabby.dev/max-prefixes: '7'}}}}\nspec: {{node: a, peerSelector: name == 'c'}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: plain}}\nspec: {{node: a, peerIP: 10.0.0.253, asNumber: 65001}}\n",
+        three_nodes(),
+        config("50"),
+    );
+    let mut i = inputs(&yaml);
+    let limit = |i: &BgpInputs, addr: &str| {
+        i.desired("a").expect("a").peers[&ip(addr)]
+            .config
+            .max_prefixes
+    };
+    assert_eq!(limit(&i, "10.0.0.254"), Some(1000));
+    assert_eq!(
+        limit(&i, "10.0.0.10"),
+        Some(7),
+        "the BGPPeer's, not the mesh's"
+    );
+    assert_eq!(limit(&i, "10.0.0.2"), Some(50), "the mesh's");
+    assert_eq!(limit(&i, "10.0.0.253"), None);
+
+    // Only the annotation changes: a new generation, and the new limit.
+    let before = i.generation();
+    for l in load(&config("80"), "t", &LoadOptions::default()).expect("loads") {
+        i.upsert(&l.resource);
+    }
+    assert!(i.generation() > before);
+    assert_eq!(limit(&i, "10.0.0.2"), Some(80));
+
+    // A value stored around validation: the session is not run, and node status says why.
+    let mut bad = load(&yaml, "t", &LoadOptions::default())
+        .expect("loads")
+        .into_iter()
+        .map(|l| l.resource)
+        .find(|r| r.name() == "tor")
+        .expect("tor");
+    bad.meta_mut()
+        .annotations
+        .insert("tabby.dev/max-prefixes".into(), "lots".into());
+    i.upsert(&bad);
+    let tor = &i.desired("a").expect("a").peers[&ip("10.0.0.254")];
+    assert_eq!(
+        tor.refused.as_deref(),
+        Some(
+            "BGPPeer \"tor\": tabby.dev/max-prefixes \"lots\" is not a positive integer (the most \
+             prefixes accepted from each peer, 1 to 4294967295; remove the annotation for no limit)"
+        )
+    );
+    i.remove(Kind::BgpPeer, "tor");
+    assert!(
+        !i.desired("a")
+            .expect("a")
+            .peers
+            .contains_key(&ip("10.0.0.254"))
+    );
+    assert!(i.limits.keys().all(|(_, name)| name != "tor"));
+}
