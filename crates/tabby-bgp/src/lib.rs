@@ -38,3 +38,5 @@ pub use error::{DriverError, PeerError};
 pub use export::{NO_ADVERTISE, NO_EXPORT, NO_EXPORT_SUBCONFED};
 pub use rib::{DEFAULT_LOCAL_PREF, Source};
 pub use speaker::{Action, ConnId, LearnedRoute, RouteChange, Speaker};
+/// The longest TCP MD5 key Linux takes, in bytes.
+pub use tabby_sys::TCP_MD5SIG_MAXKEYLEN as MD5_MAX_KEY_LEN;

@@ -48,6 +48,8 @@ pub enum Kind {
     Pod,
     /// Kubernetes `v1` ServiceAccount.
     ServiceAccount,
+    /// Kubernetes `v1` Secret (BGP passwords).
+    Secret,
 }
 
 /// Facts about a kind.
@@ -100,6 +102,7 @@ kinds! {
     Node => ("Node", CALICO_API_VERSION, "Node", false, "nodes", ["node", "no"]),
     Namespace => ("Namespace", "v1", "Namespace", false, "namespaces", ["namespace", "ns"]),
     ServiceAccount => ("ServiceAccount", "v1", "ServiceAccount", true, "serviceaccounts", ["serviceaccount", "sa"]),
+    Secret => ("Secret", "v1", "Secret", true, "secrets", ["secret"]),
     Profile => ("Profile", CALICO_API_VERSION, "Profile", false, "profiles", ["profile", "pro", "pros"]),
     GlobalNetworkSet => ("GlobalNetworkSet", CALICO_API_VERSION, "GlobalNetworkSet", false, "globalnetworksets", ["globalnetworkset", "gns"]),
     NetworkSet => ("NetworkSet", CALICO_API_VERSION, "NetworkSet", true, "networksets", ["networkset", "netset", "netsets"]),

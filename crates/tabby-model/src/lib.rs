@@ -1,5 +1,5 @@
 //! tabby's resource model: the kinds users write (Calico `projectcalico.org/v3` resources and
-//! Kubernetes NetworkPolicy, Namespace, Pod and ServiceAccount), with Calico's field names and
+//! Kubernetes NetworkPolicy, Namespace, Pod, ServiceAccount and Secret), with Calico's field names and
 //! defaults, validation that names the field path and the reason, and loading of YAML and JSON
 //! files (single and multi-document, `kind: List`).
 //!
@@ -21,6 +21,7 @@ pub mod network;
 pub mod node;
 pub mod policy;
 mod resource;
+pub mod secret;
 pub mod stored;
 pub mod values;
 pub mod yaml;

@@ -13,6 +13,7 @@ use crate::meta::ObjectMeta;
 use crate::network::{IpPoolSpec, IpReservationSpec, NetworkSetSpec};
 use crate::node::{FelixConfigurationSpec, HostEndpointSpec, NodeSpec, WorkloadEndpointSpec};
 use crate::policy::{PolicyFlavor, PolicySpec, ProfileSpec, TierSpec};
+use crate::secret::Secret;
 use crate::values::{check_labels, check_name, dns_label};
 
 /// A resource with metadata, a spec and an optional status.
@@ -102,6 +103,7 @@ resources! {
     Namespace(Object<Map<String, Value>>),
     Pod(Object<PodSpec>),
     ServiceAccount(ServiceAccount),
+    Secret(Secret),
 }
 
 fn from_value<T: DeserializeOwned>(body: Value) -> Result<T, FieldIssue> {
@@ -150,6 +152,7 @@ impl Resource {
             Self::IpPool(o) => o.spec.apply_defaults(),
             Self::Tier(o) => o.spec.apply_defaults(&o.metadata.name),
             Self::BgpConfiguration(o) => o.spec.apply_defaults(&o.metadata.name),
+            Self::Secret(o) => o.apply_defaults(),
             Self::GlobalNetworkPolicy(o)
             | Self::NetworkPolicy(o)
             | Self::StagedNetworkPolicy(o)
@@ -217,6 +220,7 @@ impl Resource {
                     }
                 }
             }
+            Self::Secret(o) => o.check(&mut c),
             Self::Namespace(_) | Self::ServiceAccount(_) => {}
         }
         c.finish()

@@ -35,6 +35,9 @@ pub struct AgentConfig {
     pub lock_dir: PathBuf,
     /// Who programs routes to other nodes' workloads.
     pub routing: Routing,
+    /// The namespace whose Secrets hold BGP passwords (Calico: calico-node's namespace;
+    /// default [`crate::bgp::peers::DEFAULT_SECRET_NAMESPACE`]).
+    pub bgp_secret_namespace: String,
 }
 
 /// The agent could not start (once running, it retries rather than fails).
@@ -282,7 +285,8 @@ pub fn run_opening(
         RtNetlink::new().map_err(AgentError::Netlink)?
     };
     let dataplane = Dataplane::new(Config::default(), Box::new(NftCli::new()), netlink);
-    let bgp = Bgp::new(config.node.clone(), config.routing, board);
+    let bgp = Bgp::new(config.node.clone(), config.routing, board)
+        .with_secret_namespace(config.bgp_secret_namespace.clone());
     let mut agent =
         Agent::new(Syncer::new(store, config.node.clone()), dataplane, metrics).with_bgp(bgp);
     loop {

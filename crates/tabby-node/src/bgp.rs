@@ -80,6 +80,8 @@ pub struct Bgp {
     /// After the first start: the neighbours whose End-of-RIB the dataplane's stale routes
     /// wait for, and the latest moment they wait.
     restart: Option<(BTreeSet<std::net::IpAddr>, Instant)>,
+    /// Where BGP password Secrets are read (Calico: calico-node's own namespace).
+    secret_namespace: String,
 }
 
 impl Bgp {
@@ -98,7 +100,16 @@ impl Bgp {
             learned_retry_at: Instant::now(),
             first_start: true,
             restart: None,
+            secret_namespace: peers::DEFAULT_SECRET_NAMESPACE.to_owned(),
         }
+    }
+
+    /// Reads BGP password Secrets from `namespace` instead of
+    /// [`peers::DEFAULT_SECRET_NAMESPACE`].
+    #[must_use]
+    pub fn with_secret_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.secret_namespace = namespace.into();
+        self
     }
 
     /// Whether the speaker runs.
@@ -237,7 +248,9 @@ impl Bgp {
         };
         dp.set_remote_from_datastore(!bgp);
         let desired = if bgp {
-            inputs.desired(&self.host).map(Some)
+            inputs
+                .desired_with_secrets(&self.host, &self.secret_namespace)
+                .map(Some)
         } else {
             Ok(None)
         };

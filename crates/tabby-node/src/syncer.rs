@@ -180,7 +180,7 @@ impl Syncer {
                 }
                 // Kinds this version does not know were never fed, so there is nothing to remove.
                 if let Some(kind) = Kind::from_store_name(&key.kind) {
-                    self.bgp.remove(kind, &key.name);
+                    self.bgp.remove_key(kind, &key.namespace, &key.name);
                     self.engine.apply(Update::Remove(ResourceKey {
                         kind,
                         namespace: key.namespace,

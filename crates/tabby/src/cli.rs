@@ -21,6 +21,7 @@ Kinds (any of the names in brackets):
     Node [node, no]  HostEndpoint [hep]  WorkloadEndpoint [wep]
   Kubernetes:
     NetworkPolicy.networking.k8s.io [netpol, knp]  Namespace [ns]  Pod [po]  ServiceAccount [sa]
+    Secret [secret] (BGP passwords)
   all: every kind (get only)"
     };
 }
@@ -462,7 +463,12 @@ Examples:
 Routing (--routing): who programs routes to other nodes' workloads. `bgp` runs the BGP speaker
 (full iBGP mesh on AS 64512 by default; BGPConfiguration, BGPPeer and the Node's spec.bgp as in
 Calico) and programs only learned routes; `datastore` programs routes from the datastore (nodes
-on one L2 segment) and runs no speaker; `auto` is `bgp` when this node's Node has spec.bgp.")]
+on one L2 segment) and runs no speaker; `auto` is `bgp` when this node's Node has spec.bgp.
+
+BGP passwords (TCP MD5): a BGPPeer's password.secretKeyRef {name, key} and BGPConfiguration
+default's nodeMeshPassword name a key of a v1 Secret in --bgp-secret-namespace (calico-system
+unless set). Until that Secret and key exist the session does not start and `tabby node status`
+says which is missing; a changed value restarts the session with it.")]
     Run(NodeRunArgs),
     /// Show the agent's routing status: every BGP peer with its state and prefix counts.
     #[command(after_help = "\
@@ -521,6 +527,15 @@ pub(crate) struct NodeRunArgs {
     /// Who programs routes to other nodes' workloads (see below).
     #[arg(long, value_enum, default_value = "auto")]
     pub(crate) routing: RoutingArg,
+    /// Namespace of the Secrets that BGP passwords (BGPPeer password.secretKeyRef,
+    /// BGPConfiguration nodeMeshPassword) name, as calico-node reads its own namespace's.
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        env = "TABBY_BGP_SECRET_NAMESPACE",
+        default_value = "calico-system"
+    )]
+    pub(crate) bgp_secret_namespace: String,
 }
 
 /// Where the analysed resources come from.

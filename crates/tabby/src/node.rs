@@ -216,6 +216,7 @@ fn run_agent(datastore: Option<&str>, args: &NodeRunArgs) -> Result<ExitCode> {
             RoutingArg::Datastore => Routing::Datastore,
             RoutingArg::Bgp => Routing::Bgp,
         },
+        bgp_secret_namespace: args.bgp_secret_namespace.clone(),
     };
     // The datastore may not be up yet when the host boots, or may need fixing (TLS files, a
     // foreign prefix): the agent waits for it, saying why on /readyz and /status.

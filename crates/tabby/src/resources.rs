@@ -424,6 +424,11 @@ fn columns(r: &Resource, wide: bool) -> Vec<(&'static str, String)> {
             }
         }
         Resource::Namespace(_) | Resource::ServiceAccount(_) => cols.push(("LABELS", labels(r))),
+        // As kubectl: the type and how many keys, never a value.
+        Resource::Secret(o) => {
+            cols.push(("TYPE", opt(o.secret_type.as_ref())));
+            cols.push(("DATA", (o.data.len() + o.string_data.len()).to_string()));
+        }
         Resource::FelixConfiguration(_) => {}
     }
     cols

@@ -171,3 +171,63 @@ fn export_and_import_round_trip_and_bad_exports_write_nothing() {
     let err = fails(&restored, &["datastore", "import", "-f", &file_arg]);
     assert!(err.contains("already holds"), "{err}");
 }
+
+/// BGP passwords live in Secrets: one applies on SQLite and on etcd alike, `stringData` is
+/// stored as base64 `data` (as the Kubernetes API server does), the table shows no value, and
+/// a bad one is refused naming the field, without echoing the value and without writing.
+#[test]
+fn a_secret_applies_on_sqlite_and_etcd_and_get_shows_no_value() {
+    let dir = ScratchDir::new("ds-secret");
+    let etcd = EtcdFixture::start("ds-secret", 1);
+    let sqlite = format!("sqlite:{}", dir.file("store").display());
+    let good = dir.path().join("secret.yaml");
+    std::fs::write(
+        &good,
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: bgp-secrets, namespace: calico-system}\n\
+         stringData: {tor: hunter2-pw}\n",
+    )
+    .expect("write");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: other, namespace: calico-system}\n\
+         data: {tor: 'plain hunter3'}\n",
+    )
+    .expect("write");
+    for url in [sqlite, etcd.url("/secret")] {
+        ok(&url, &["apply", "-f", &good.display().to_string()]);
+        let (table, _) = ok(&url, &["get", "secrets", "-n", "calico-system"]);
+        assert!(
+            table.contains("bgp-secrets") && table.contains("Opaque"),
+            "{table}"
+        );
+        assert!(!table.contains("hunter2"), "{table}");
+        let (yaml, _) = ok(
+            &url,
+            &[
+                "get",
+                "secret",
+                "bgp-secrets",
+                "-n",
+                "calico-system",
+                "-o",
+                "yaml",
+            ],
+        );
+        // base64 of "hunter2-pw", as kubectl shows it; the plain text is gone.
+        assert!(yaml.contains("tor: aHVudGVyMi1wdw=="), "{yaml}");
+        assert!(
+            !yaml.contains("stringData") && !yaml.contains("hunter2"),
+            "{yaml}"
+        );
+
+        let err = fails(&url, &["apply", "-f", &bad.display().to_string()]);
+        assert!(
+            err.contains("data.tor") && err.contains("not valid base64"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter3"), "{err}");
+        let (all, _) = ok(&url, &["get", "secrets", "-A"]);
+        assert!(!all.contains("other"), "{all}");
+    }
+}

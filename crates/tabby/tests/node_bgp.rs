@@ -7,8 +7,10 @@
 //!
 //! With IPAM blocks, each node advertises its block with a blackhole for it and a /32 for a
 //! borrowed address. Against BIRD 2: an agent killed and restarted keeps forwarding (graceful
-//! restart both ways, no route ever leaves either kernel), and a wrong peer AS or a password
-//! shows as the peer's error in `tabby node status`.
+//! restart both ways, no route ever leaves either kernel), and a wrong peer AS, a password whose
+//! Secret is missing, or a wrong password shows as the peer's error in `tabby node status`; the
+//! right password (a Secret's key, TCP MD5) brings the session up, and two agents mesh with
+//! `nodeMeshPassword`.
 //!
 //! Needs root. Without it the test says it was skipped; under `CI=true` that is a failure.
 
@@ -108,6 +110,16 @@ fn status(host: &NetNs, json: bool) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The `tabby node status -o json` entry of the peer at `addr`, once the agent answers.
+fn peer_status(host: &NetNs, addr: &str) -> Option<Value> {
+    let v: Value = serde_json::from_str(&status(host, true)?).ok()?;
+    v["bgp"]["peers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["address"] == addr)
+        .cloned()
 }
 
 fn wait_for(what: &str, diag: impl Fn() -> String, mut done: impl FnMut() -> bool) {
@@ -773,30 +785,111 @@ items:
     drop(agent);
 }
 
-#[test]
-fn a_wrong_peer_as_and_an_unsupported_password_show_as_peer_errors_in_node_status() {
-    if !tabby_test_util::root_or_skip(
-        "a_wrong_peer_as_and_an_unsupported_password_show_as_peer_errors_in_node_status",
-    ) || !have_bird()
-    {
-        return;
-    }
-    let dir = ScratchDir::new("node-bgp-as");
-    let db = dir.file("store");
-    let net = format!("10.76.{}", std::process::id() % 250);
-    let (host, router) = (format!("{net}.1"), format!("{net}.2"));
-    // BIRD runs AS 64999; the BGPPeer says 64512. A second peer has a password.
-    tabby_ok(
-        &db,
-        &["apply", "-f", "-"],
-        &format!(
-            r"
+/// One node (`node-a`, mesh off) in a host namespace at `NET.1` and BIRD 2 in a router
+/// namespace at `NET.2`, with the agent running. Fields drop in order: agent, BIRD, namespaces.
+struct BirdNeighbour {
+    _agent: Agent,
+    bird: Bird,
+    host_ns: NetNs,
+    _router_ns: NetNs,
+    router: String,
+    net: String,
+    db: std::path::PathBuf,
+    _dir: ScratchDir,
+}
+
+impl BirdNeighbour {
+    /// `items` are the List items beside the node (BGPPeers, Secrets) and `bird` the body of
+    /// BIRD's `protocol bgp tabby`, both given the host's and router's addresses.
+    fn start(
+        tag: &str,
+        octet: u32,
+        items: &dyn Fn(&str, &str) -> String,
+        bird: &dyn Fn(&str, &str) -> String,
+    ) -> Self {
+        let dir = ScratchDir::new(&format!("node-bgp-{tag}"));
+        let db = dir.file("store");
+        let net = format!("10.{octet}.{}", std::process::id() % 250);
+        let (host, router) = (format!("{net}.1"), format!("{net}.2"));
+        tabby_ok(
+            &db,
+            &["apply", "-f", "-"],
+            &format!(
+                r"
 apiVersion: v1
 kind: List
 items:
 - {{apiVersion: projectcalico.org/v3, kind: BGPConfiguration, metadata: {{name: default}}, spec: {{nodeToNodeMeshEnabled: false}}}}
 - {{apiVersion: projectcalico.org/v3, kind: Node, metadata: {{name: node-a}}, spec: {{bgp: {{ipv4Address: {host}/24}}}}}}
-- {{apiVersion: projectcalico.org/v3, kind: BGPPeer, metadata: {{name: tor}}, spec: {{peerIP: {router}, asNumber: 64512}}}}
+{}",
+                items(&host, &router)
+            ),
+        );
+        let host_ns = NetNs::new(&format!("tb{tag}-h")).expect("host");
+        let router_ns = NetNs::new(&format!("tb{tag}-r")).expect("router");
+        link_pair(&host_ns, &host, &router_ns, &router);
+        let bird = Bird::start(
+            &dir,
+            &router_ns,
+            &format!(
+                "router id {router};\n\
+                 protocol device {{ }}\n\
+                 protocol static {{ ipv4; route 10.77.7.0/24 blackhole; }}\n\
+                 protocol bgp tabby {{ local {router} as 64999; neighbor {host} as 64512;\n\
+                   connect delay time 1; connect retry time 1; error wait time 1, 2;\n\
+                   {} }}\n",
+                bird(&host, &router)
+            ),
+        );
+        let agent = run_agent(&host_ns, &db, &dir, "node-a");
+        Self {
+            _agent: agent,
+            bird,
+            host_ns,
+            _router_ns: router_ns,
+            router,
+            net,
+            db,
+            _dir: dir,
+        }
+    }
+
+    fn peer(&self, addr: &str) -> Option<Value> {
+        peer_status(&self.host_ns, addr)
+    }
+
+    fn diag(&self) -> String {
+        format!(
+            "status: {}\nbird: {}",
+            status(&self.host_ns, false).unwrap_or_default(),
+            self.bird.birdc("show protocols all tabby")
+        )
+    }
+
+    fn bird_established(&self) -> bool {
+        self.bird
+            .birdc("show protocols tabby")
+            .contains("Established")
+    }
+}
+
+#[test]
+fn a_wrong_peer_as_and_a_missing_password_secret_show_as_peer_errors_in_node_status() {
+    if !tabby_test_util::root_or_skip(
+        "a_wrong_peer_as_and_a_missing_password_secret_show_as_peer_errors_in_node_status",
+    ) || !have_bird()
+    {
+        return;
+    }
+    // BIRD runs AS 64999; the BGPPeer says 64512. A second peer's password names a Secret
+    // that does not exist.
+    let lab = BirdNeighbour::start(
+        "s",
+        76,
+        &|_, router| {
+            let net = router.rsplit_once('.').expect("dotted").0;
+            format!(
+                "- {{apiVersion: projectcalico.org/v3, kind: BGPPeer, metadata: {{name: tor}}, spec: {{peerIP: {router}, asNumber: 64512}}}}
 - apiVersion: projectcalico.org/v3
   kind: BGPPeer
   metadata: {{name: secret-tor}}
@@ -805,62 +898,167 @@ items:
     asNumber: 64512
     password: {{secretKeyRef: {{name: bgp-secrets, key: tor}}}}
 "
-        ),
+            )
+        },
+        &|_, _| "ipv4 { import all; export none; };".to_owned(),
     );
-    let host_ns = NetNs::new("tbs-h").expect("host");
-    let router_ns = NetNs::new("tbs-r").expect("router");
-    link_pair(&host_ns, &host, &router_ns, &router);
-    let bird = Bird::start(
-        &dir,
-        &router_ns,
-        &format!(
-            "router id {router};\n\
-             protocol device {{ }}\n\
-             protocol bgp tabby {{ local {router} as 64999; neighbor {host} as 64512;\n\
-               connect delay time 1; connect retry time 1; error wait time 1, 2;\n\
-               ipv4 {{ import all; export none; }}; }}\n"
-        ),
-    );
-    let _agent = run_agent(&host_ns, &db, &dir, "node-a");
-    let peer = |addr: &str| {
-        status(&host_ns, true)
-            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-            .and_then(|v| {
-                v["bgp"]["peers"]
-                    .as_array()?
-                    .iter()
-                    .find(|p| p["address"] == addr)
-                    .cloned()
+    let router = &lab.router;
+    wait_for(
+        "the AS mismatch in node status",
+        || lab.diag(),
+        || {
+            lab.peer(router).is_some_and(|p| {
+                p["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("peer AS is 64999, configured 64512"))
             })
-    };
-    let diag = || {
-        format!(
-            "status: {}\nbird: {}",
-            status(&host_ns, false).unwrap_or_default(),
-            bird.birdc("show protocols all tabby")
-        )
-    };
-    wait_for("the AS mismatch in node status", diag, || {
-        peer(&router).is_some_and(|p| {
-            p["last_error"]
-                .as_str()
-                .is_some_and(|e| e.contains("peer AS is 64999, configured 64512"))
-        })
-    });
-    let tor = peer(&router).expect("tor");
+        },
+    );
+    let tor = lab.peer(router).expect("tor");
     assert_ne!(tor["state"], "Established", "{tor}");
-    let secret = peer(&format!("{net}.3")).expect("the password peer is listed");
+    let secret = lab
+        .peer(&format!("{}.3", lab.net))
+        .expect("the password peer is listed");
     assert_eq!(
-        secret["last_error"], "password set but TCP MD5 is not supported by this build",
+        secret["last_error"], "password Secret \"calico-system/bgp-secrets\" not found",
         "{secret}"
     );
     assert_ne!(secret["state"], "Established");
-    let table = status(&host_ns, false).expect("status");
+    let table = status(&lab.host_ns, false).expect("status");
     assert!(
         table.contains("peer AS is 64999, configured 64512")
-            && table.contains("TCP MD5 is not supported"),
+            && table.contains("calico-system/bgp-secrets\" not found"),
         "{table}"
     );
     // BIRD never saw a session either.
-    assert!(!bird.birdc("show protocols tabby").contains("Established"));
+    assert!(!lab.bird_established());
+}
+
+/// The Secret holding the `tor` password.
+fn password_secret(value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: bgp-secrets, namespace: calico-system}}\n\
+         stringData: {{tor: {value}}}\n"
+    )
+}
+
+#[test]
+fn bgp_peer_passwords_come_from_a_secret_and_a_wrong_one_says_why() {
+    if !tabby_test_util::root_or_skip(
+        "bgp_peer_passwords_come_from_a_secret_and_a_wrong_one_says_why",
+    ) || !have_bird()
+    {
+        return;
+    }
+    let lab = BirdNeighbour::start(
+        "m",
+        75,
+        &|_, router| {
+            format!(
+                "- apiVersion: projectcalico.org/v3
+  kind: BGPPeer
+  metadata: {{name: tor}}
+  spec:
+    peerIP: {router}
+    asNumber: 64999
+    password: {{secretKeyRef: {{name: bgp-secrets, key: tor}}}}
+- {{apiVersion: v1, kind: Secret, metadata: {{name: bgp-secrets, namespace: calico-system}}, stringData: {{tor: not-the-password}}}}
+"
+            )
+        },
+        &|_, _| "password \"the-password\"; ipv4 { import all; export all; };".to_owned(),
+    );
+    let router = &lab.router;
+    wait_for(
+        "the wrong password in node status",
+        || lab.diag(),
+        || {
+            lab.peer(router).is_some_and(|p| {
+            p["last_error"]
+                == "no answer from peer; TCP MD5 password configured: check it matches the peer's"
+        })
+        },
+    );
+    let tor = lab.peer(router).expect("tor");
+    assert_ne!(tor["state"], "Established", "{tor}");
+    assert!(!lab.bird_established());
+
+    // The Secret changes: the session restarts with the new key, comes up, and routes flow.
+    tabby_ok(
+        &lab.db,
+        &["apply", "-f", "-"],
+        &password_secret("the-password"),
+    );
+    wait_for(
+        "the signed session and BIRD's route",
+        || lab.diag(),
+        || {
+            lab.peer(router)
+                .is_some_and(|p| p["state"] == "Established")
+                && routes(&lab.host_ns)
+                    .iter()
+                    .any(|(d, g, p)| d == "10.77.7.0/24" && g == router && p == "116")
+        },
+    );
+    assert!(lab.bird_established());
+}
+
+#[test]
+fn two_agents_mesh_with_the_node_mesh_password_once_its_secret_exists() {
+    if !tabby_test_util::root_or_skip(
+        "two_agents_mesh_with_the_node_mesh_password_once_its_secret_exists",
+    ) {
+        return;
+    }
+    let dir = ScratchDir::new("node-bgp-meshpw");
+    let db = dir.file("store");
+    let net = format!("10.74.{}", std::process::id() % 250);
+    tabby_ok(
+        &db,
+        &["apply", "-f", "-"],
+        &format!(
+            r"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: projectcalico.org/v3
+  kind: BGPConfiguration
+  metadata: {{name: default}}
+  spec: {{nodeMeshPassword: {{secretKeyRef: {{name: mesh, key: password}}}}}}
+- {{apiVersion: projectcalico.org/v3, kind: Node, metadata: {{name: node-a}}, spec: {{bgp: {{ipv4Address: {net}.1/24}}}}}}
+- {{apiVersion: projectcalico.org/v3, kind: Node, metadata: {{name: node-b}}, spec: {{bgp: {{ipv4Address: {net}.2/24}}}}}}
+"
+        ),
+    );
+    let (host_a, host_b) = two_hosts(&net);
+    let _agent_a = run_agent(&host_a, &db, &dir, "node-a");
+    let _agent_b = run_agent(&host_b, &db, &dir, "node-b");
+    let (a_ip, b_ip) = (format!("{net}.1"), format!("{net}.2"));
+    let diag = || {
+        format!(
+            "status a: {}\nstatus b: {}",
+            status(&host_a, false).unwrap_or_default(),
+            status(&host_b, false).unwrap_or_default()
+        )
+    };
+    let missing = "password Secret \"calico-system/mesh\" not found";
+    wait_for("both agents to name the missing Secret", diag, || {
+        [(&host_a, &b_ip), (&host_b, &a_ip)]
+            .iter()
+            .all(|(h, peer)| peer_status(h, peer).is_some_and(|p| p["last_error"] == missing))
+    });
+    tabby_ok(
+        &db,
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: mesh, namespace: calico-system}\n\
+         data: {password: bWVzaC1wYXNzd29yZA==}\n",
+    );
+    wait_for("the signed mesh session on both agents", diag, || {
+        [(&host_a, &b_ip), (&host_b, &a_ip)]
+            .iter()
+            .all(|(h, peer)| {
+                peer_status(h, peer)
+                    .is_some_and(|p| p["state"] == "Established" && p["kind"] == "mesh")
+            })
+    });
 }

@@ -19,7 +19,14 @@
 //! - One session per neighbour address; an explicit BGPPeer replaces a mesh session to the
 //!   same address. Sessions run over IPv4 when both ends have an IPv4 address (else IPv6) and
 //!   carry both families, the other family's next hop being this node's address of it.
+//! - Passwords (TCP MD5): a BGPPeer's `password.secretKeyRef` and BGPConfiguration `default`'s
+//!   `nodeMeshPassword.secretKeyRef` name a key of a Secret in the namespace the agent runs
+//!   in, as in Calico (calico-node reads Secrets of its own namespace; default
+//!   [`DEFAULT_SECRET_NAMESPACE`]). A missing Secret or key, or an unusable value, keeps the
+//!   session from starting, with the reason as its error; a change of the value restarts it.
 
+#[cfg(test)]
+mod password_tests;
 #[cfg(test)]
 mod tests;
 
@@ -28,12 +35,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use tabby_bgp::PeerConfig;
+use tabby_bgp::{Md5Key, PeerConfig};
 use tabby_model::bgp::{
-    ANNOTATION_MAX_PREFIXES, ANNOTATION_NODE_MESH_MAX_PREFIXES, BgpConfigurationSpec, BgpPeerSpec,
-    max_prefixes, parse_peer_ip,
+    ANNOTATION_MAX_PREFIXES, ANNOTATION_NODE_MESH_MAX_PREFIXES, BgpConfigurationSpec, BgpPassword,
+    BgpPeerSpec, max_prefixes, parse_peer_ip,
 };
 use tabby_model::node::NodeBgpSpec;
+use tabby_model::secret::Secret;
 use tabby_model::selector::Selector;
 use tabby_model::values::{Labels, parse_duration_secs, parse_net};
 use tabby_model::{Kind, Resource};
@@ -98,9 +106,9 @@ pub struct WantedPeer {
     pub kind: PeerKind,
     /// The session settings.
     pub config: PeerConfig,
-    /// Why the session is not run though configured: tabby cannot honour one of its
-    /// settings (a password, since TCP MD5 is not in this build). `tabby node status` shows
-    /// it as the peer's error rather than running the session without it.
+    /// Why the session is not run though configured: one of its settings cannot be honoured
+    /// (its password's Secret or key is missing, its prefix limit is unusable). `tabby node
+    /// status` shows it as the peer's error rather than running the session without it.
     pub refused: Option<String>,
 }
 
@@ -115,10 +123,9 @@ impl WantedPeer {
     }
 }
 
-/// What a peer with a password shows: no safe TCP_MD5SIG wrapper exists for this build
-/// (unsafe code is forbidden), and a session without the signature would be refused by the
-/// peer anyway, or worse, accepted unauthenticated.
-pub const MD5_UNSUPPORTED: &str = "password set but TCP MD5 is not supported by this build";
+/// Where BGP password Secrets are read when the agent is not told otherwise: the namespace
+/// the Tigera operator runs calico-node in (manifest installs use `kube-system`).
+pub const DEFAULT_SECRET_NAMESPACE: &str = "calico-system";
 
 /// Everything this node's speaker should be doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +162,8 @@ pub struct BgpInputs {
     nodes: BTreeMap<String, NodeInfo>,
     configs: BTreeMap<String, BgpConfigurationSpec>,
     peers: BTreeMap<String, BgpPeerSpec>,
+    /// Secrets by (namespace, name), for passwords; which namespace counts is the caller's.
+    secrets: BTreeMap<(String, String), Secret>,
     /// Confirmed block affinities (tabby-ipam's `BlockAffinity` records) by (node, record
     /// name): the blocks each node originates.
     affinities: BTreeMap<(String, String), IpNet>,
@@ -236,6 +245,17 @@ fn hashed_router_id(name: &str) -> Ipv4Addr {
     Ipv4Addr::from(h)
 }
 
+/// Puts a resolved password on a session; returns why it cannot run when it did not resolve.
+fn with_key(cfg: &mut PeerConfig, key: &Result<Option<Md5Key>, String>) -> Option<String> {
+    match key {
+        Ok(k) => {
+            cfg.md5_key = k.clone();
+            None
+        }
+        Err(why) => Some(why.clone()),
+    }
+}
+
 fn selects(selector: &str, labels: &Labels) -> bool {
     // The model validated the selector on write; a stored one that no longer parses selects
     // nothing rather than everything.
@@ -258,6 +278,10 @@ impl BgpInputs {
             }
             Resource::BgpPeer(o) => {
                 self.peers.insert(o.metadata.name.clone(), o.spec.clone()) != Some(o.spec.clone())
+            }
+            Resource::Secret(o) => {
+                let id = (r.namespace().to_owned(), o.metadata.name.clone());
+                self.secrets.insert(id, o.clone()).as_ref() != Some(o)
             }
             _ => return false,
         };
@@ -311,6 +335,55 @@ impl BgpInputs {
         self.limits.remove(&(kind, name.to_owned()));
         if gone {
             self.generation += 1;
+        }
+    }
+
+    /// Forgets a resource of any scope (Secrets are namespaced).
+    pub fn remove_key(&mut self, kind: Kind, namespace: &str, name: &str) {
+        if kind != Kind::Secret {
+            return self.remove(kind, name);
+        }
+        if self
+            .secrets
+            .remove(&(namespace.to_owned(), name.to_owned()))
+            .is_some()
+        {
+            self.generation += 1;
+        }
+    }
+
+    /// The TCP MD5 key a password names, read from Secret `namespace`/name; the error says
+    /// what is missing or wrong (never the value).
+    fn md5_key(
+        &self,
+        password: Option<&BgpPassword>,
+        namespace: &str,
+    ) -> Result<Option<Md5Key>, String> {
+        let Some(password) = password else {
+            return Ok(None);
+        };
+        let Some(r) = &password.secret_key_ref else {
+            return Err("password has no secretKeyRef".to_owned());
+        };
+        let what = format!("password Secret \"{namespace}/{}\"", r.name);
+        let secret = self
+            .secrets
+            .get(&(namespace.to_owned(), r.name.clone()))
+            .ok_or_else(|| format!("{what} not found"))?;
+        if !secret.data.contains_key(&r.key) && !secret.string_data.contains_key(&r.key) {
+            return Err(format!("{what} has no key {:?}", r.key));
+        }
+        let value = secret
+            .value(&r.key)
+            .ok_or_else(|| format!("{what} key {:?} is not valid base64", r.key))?;
+        match value.len() {
+            0 => Err(format!("{what} key {:?} is empty", r.key)),
+            n if n > tabby_bgp::MD5_MAX_KEY_LEN => Err(format!(
+                "{what} key {:?} is {n} bytes; TCP MD5 takes at most {}",
+                r.key,
+                tabby_bgp::MD5_MAX_KEY_LEN
+            )),
+            _ => Ok(Md5Key::new(value)),
         }
     }
 
@@ -408,8 +481,17 @@ impl BgpInputs {
             .unwrap_or(DEFAULT_PORT)
     }
 
-    /// The sessions `host` wants.
+    /// The sessions `host` wants, with passwords from Secrets in [`DEFAULT_SECRET_NAMESPACE`].
     pub fn desired(&self, host: &str) -> Result<Desired, Unavailable> {
+        self.desired_with_secrets(host, DEFAULT_SECRET_NAMESPACE)
+    }
+
+    /// The sessions `host` wants, with passwords from Secrets in `secret_namespace`.
+    pub fn desired_with_secrets(
+        &self,
+        host: &str,
+        secret_namespace: &str,
+    ) -> Result<Desired, Unavailable> {
         let me = self
             .nodes
             .get(host)
@@ -470,10 +552,12 @@ impl BgpInputs {
             .get("default")
             .and_then(|c| c.node_to_node_mesh_enabled)
             .unwrap_or(true);
-        let mesh_password = self
-            .configs
-            .get("default")
-            .is_some_and(|c| c.node_mesh_password.is_some());
+        let mesh_key = self.md5_key(
+            self.configs
+                .get("default")
+                .and_then(|c| c.node_mesh_password.as_ref()),
+            secret_namespace,
+        );
         let mesh_limit = self.limit(Kind::BgpConfiguration, "default");
         if mesh && cluster_id.is_none() {
             for (name, node) in &self.nodes {
@@ -490,13 +574,14 @@ impl BgpInputs {
                 // Calico compares the address strings: the "greater" side connects.
                 cfg.passive = remote.to_string() > local.to_string();
                 cfg.max_prefixes = mesh_limit.clone().ok().flatten();
+                let refused = with_key(&mut cfg, &mesh_key);
                 peers.insert(
                     remote,
                     WantedPeer {
                         name: name_for("Mesh", remote),
                         kind: PeerKind::Mesh,
                         config: cfg,
-                        refused: mesh_password.then(|| MD5_UNSUPPORTED.to_owned()),
+                        refused,
                     }
                     .refused_for(&mesh_limit),
                 );
@@ -517,6 +602,7 @@ impl BgpInputs {
             let next_hop_keep = spec.keep_original_next_hop == Some(true)
                 || spec.next_hop_mode.as_deref() == Some("Keep");
             let use_node_ip = spec.source_address.as_deref() != Some("None");
+            let key = self.md5_key(spec.password.as_ref(), secret_namespace);
             if let Some(peer_ip) = &spec.peer_ip {
                 let Some((remote, remote_port)) = parse_peer_ip(peer_ip) else {
                     continue;
@@ -541,13 +627,14 @@ impl BgpInputs {
                 } else {
                     PeerKind::Global
                 };
+                let refused = with_key(&mut cfg, &key);
                 peers.insert(
                     remote,
                     WantedPeer {
                         name: name_for(prefix, remote),
                         kind,
                         config: cfg,
-                        refused: spec.password.as_ref().map(|_| MD5_UNSUPPORTED.to_owned()),
+                        refused,
                     }
                     .refused_for(&limit),
                 );
@@ -589,13 +676,14 @@ impl BgpInputs {
                     } else {
                         PeerKind::Global
                     };
+                    let refused = with_key(&mut cfg, &key);
                     peers.insert(
                         remote,
                         WantedPeer {
                             name: name_for(prefix, remote),
                             kind,
                             config: cfg,
-                            refused: spec.password.as_ref().map(|_| MD5_UNSUPPORTED.to_owned()),
+                            refused,
                         }
                         .refused_for(&limit),
                     );
