@@ -1,6 +1,7 @@
 //! tabby's speaker against real BGP daemons from Debian's packages (GoBGP, BIRD 2, FRR), each
 //! in its own pair of network namespaces: sessions reach Established, routes flow both ways,
-//! and withdrawals propagate. Needs root (CI runs as root; elsewhere the tests say they skipped).
+//! and withdrawals propagate. With a TCP MD5 password on the daemon, a wrong key never gets a
+//! session and says why, and the right key gets one that carries routes. Needs root (CI runs as root; elsewhere the tests say they skipped).
 
 #[path = "interop/netns.rs"]
 mod netns;
@@ -13,7 +14,7 @@ use ipnet::IpNet;
 use netns::{Topo, can_run, eventually};
 use serde_json::Value;
 use tabby_bgp::driver::{self, DriverConfig, Handle};
-use tabby_bgp::{PeerConfig, SessionState, Speaker, SpeakerConfig, wire};
+use tabby_bgp::{Md5Key, PeerConfig, PeerError, SessionState, Speaker, SpeakerConfig, wire};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -82,6 +83,22 @@ fn gobgp(topo: &Topo, args: &[&str]) -> std::process::Output {
     topo.in_peer(&all)
 }
 
+/// Once gobgpd's API answers, adds each (prefix, family) to its global RIB.
+async fn gobgp_announce(topo: &Topo, routes: &[(&str, &str)]) {
+    eventually("gobgpd's API", WAIT, async || {
+        gobgp(topo, &["neighbor"]).status.success().then_some(())
+    })
+    .await;
+    for (prefix, family) in routes {
+        let add = gobgp(topo, &["global", "rib", "add", prefix, "-a", family]);
+        assert!(
+            add.status.success(),
+            "{}",
+            String::from_utf8_lossy(&add.stderr)
+        );
+    }
+}
+
 /// GoBGP's RIB for a family, as JSON: prefix -> list of paths.
 fn gobgp_rib(topo: &Topo, family: &str) -> Value {
     let out = gobgp(topo, &["global", "rib", "-a", family, "-j"]);
@@ -121,12 +138,9 @@ fn gobgp_route(topo: &Topo, family: &str, prefix: &str) -> Option<(String, Vec<u
     Some((next_hop?, as_path))
 }
 
-#[test]
-fn gobgp_ebgp_routes_flow_both_ways_and_withdrawals_propagate() {
-    if !can_run("gobgp_ebgp", &["gobgpd", "gobgp", "ip"]) {
-        return;
-    }
-    let mut topo = Topo::new("gobgp", "10.99.1", "99:1");
+/// GoBGP on AS 65002 in the peer namespace, peered with tabby (AS 64512) for both families,
+/// with a TCP MD5 password when given.
+fn start_gobgp(topo: &mut Topo, password: Option<&str>) {
     let conf = topo.path("gobgpd.toml");
     std::fs::write(
         &conf,
@@ -137,7 +151,7 @@ fn gobgp_ebgp_routes_flow_both_ways_and_withdrawals_propagate() {
 [[neighbors]]
   [neighbors.config]
     neighbor-address = "{tabby}"
-    peer-as = 64512
+    peer-as = 64512{auth}
   [neighbors.timers.config]
     connect-retry = 2
   [[neighbors.afi-safis]]
@@ -148,7 +162,8 @@ fn gobgp_ebgp_routes_flow_both_ways_and_withdrawals_propagate() {
       afi-safi-name = "ipv6-unicast"
 "#,
             peer = topo.peer_v4,
-            tabby = topo.tabby_v4
+            tabby = topo.tabby_v4,
+            auth = password.map_or_else(String::new, |p| format!("\n    auth-password = {p:?}")),
         ),
     )
     .unwrap();
@@ -164,29 +179,24 @@ fn gobgp_ebgp_routes_flow_both_ways_and_withdrawals_propagate() {
         ],
         "gobgpd.log",
     );
+}
+
+#[test]
+fn gobgp_ebgp_routes_flow_both_ways_and_withdrawals_propagate() {
+    if !can_run("gobgp_ebgp", &["gobgpd", "gobgp", "ip"]) {
+        return;
+    }
+    let mut topo = Topo::new("gobgp", "10.99.1", "99:1");
+    start_gobgp(&mut topo, None);
 
     let topo = std::sync::Arc::new(topo);
     let t = topo.clone();
     topo.run_in_tabby(move || async move {
-        eventually("gobgpd's API", WAIT, async || {
-            gobgp(&t, &["neighbor"]).status.success().then_some(())
-        })
-        .await;
-        let add = gobgp(&t, &["global", "rib", "add", "10.201.2.0/24", "-a", "ipv4"]);
-        assert!(
-            add.status.success(),
-            "{}",
-            String::from_utf8_lossy(&add.stderr)
-        );
-        let add6 = gobgp(
+        gobgp_announce(
             &t,
-            &["global", "rib", "add", "2001:db8:202::/48", "-a", "ipv6"],
-        );
-        assert!(
-            add6.status.success(),
-            "{}",
-            String::from_utf8_lossy(&add6.stderr)
-        );
+            &[("10.201.2.0/24", "ipv4"), ("2001:db8:202::/48", "ipv6")],
+        )
+        .await;
 
         let mut peer = PeerConfig::new(ip(&t.peer_v4), 65002);
         peer.next_hop_v6 = Some(t.tabby_v6.parse::<Ipv6Addr>().unwrap());
@@ -240,13 +250,10 @@ fn birdc(topo: &Topo, cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[test]
-fn bird_ibgp_routes_flow_both_ways_and_withdrawals_propagate() {
-    if !can_run("bird_ibgp", &["bird", "birdc", "ip"]) {
-        return;
-    }
-    let mut topo = Topo::new("bird", "10.99.2", "99:2");
-    // Calico's node-to-node mesh knobs (bgp-peers.md), iBGP on AS 64512.
+/// BIRD 2 in the peer namespace with Calico's node-to-node mesh knobs (bgp-peers.md), iBGP
+/// on AS 64512 with tabby, originating 10.202.3.0/24 (protocol `st`), with a TCP MD5 password
+/// when given.
+fn start_bird(topo: &mut Topo, password: Option<&str>) {
     let conf = topo.path("bird.conf");
     std::fs::write(
         &conf,
@@ -261,12 +268,13 @@ protocol bgp tabby {{
   graceful restart;
   connect delay time 2;
   connect retry time 5;
-  error wait time 5,30;
+  error wait time 5,30;{auth}
   ipv4 {{ import all; export all; gateway recursive; next hop self; }};
 }}
 "#,
             peer = topo.peer_v4,
-            tabby = topo.tabby_v4
+            tabby = topo.tabby_v4,
+            auth = password.map_or_else(String::new, |p| format!("\n  password {p:?};")),
         ),
     )
     .unwrap();
@@ -277,6 +285,15 @@ protocol bgp tabby {{
         &["bird", "-f", "-c", &conf, "-s", &sock, "-P", &pid],
         "bird.log",
     );
+}
+
+#[test]
+fn bird_ibgp_routes_flow_both_ways_and_withdrawals_propagate() {
+    if !can_run("bird_ibgp", &["bird", "birdc", "ip"]) {
+        return;
+    }
+    let mut topo = Topo::new("bird", "10.99.2", "99:2");
+    start_bird(&mut topo, None);
 
     let topo = std::sync::Arc::new(topo);
     let t = topo.clone();
@@ -390,13 +407,11 @@ fn frr_route(topo: &Topo, space: &str, afi: &str, prefix: &str) -> Option<(Strin
     Some((nh.to_owned(), path.to_owned()))
 }
 
-#[test]
-fn frr_ebgp_routes_flow_both_ways_and_withdrawals_propagate() {
-    if !can_run("frr_ebgp", &["vtysh", "/usr/lib/frr/bgpd", "ip"]) {
-        return;
-    }
-    let mut topo = Topo::new("frr", "10.99.3", "99:3");
-    let space = format!("tabby-frr-{}", std::process::id());
+/// FRR's bgpd (AS 65003, no zebra) in the peer namespace, peered with tabby, originating
+/// 10.203.2.0/24 and 2001:db8:203::/48, with a TCP MD5 password when given. Returns its
+/// pathspace name (for vtysh -N) and folder.
+fn start_frr(topo: &mut Topo, tag: &str, password: Option<&str>) -> (String, FrrPathspace) {
+    let space = format!("tabby-{tag}-{}", std::process::id());
     let pathspace = FrrPathspace::new(&space);
     // bgp-peers.md: FRR >= 7.4 neither accepts nor sends eBGP routes without policy unless
     // told so; `network` needs no matching route without zebra. Over an IPv4 session FRR
@@ -416,7 +431,7 @@ router bgp 65003
  no bgp ebgp-requires-policy
  no bgp network import-check
  neighbor {tabby} remote-as 64512
- neighbor {tabby} timers connect 2
+ neighbor {tabby} timers connect 2{auth}
  address-family ipv4 unicast
   network 10.203.2.0/24
  exit-address-family
@@ -429,7 +444,11 @@ exit
 ",
             peer = topo.peer_v4,
             peer6 = topo.peer_v6,
-            tabby = topo.tabby_v4
+            tabby = topo.tabby_v4,
+            auth = password.map_or_else(String::new, |p| format!(
+                "\n neighbor {} password {p}",
+                topo.tabby_v4
+            )),
         ),
     )
     .unwrap();
@@ -455,6 +474,16 @@ exit
         ],
         "bgpd.log",
     );
+    (space, pathspace)
+}
+
+#[test]
+fn frr_ebgp_routes_flow_both_ways_and_withdrawals_propagate() {
+    if !can_run("frr_ebgp", &["vtysh", "/usr/lib/frr/bgpd", "ip"]) {
+        return;
+    }
+    let mut topo = Topo::new("frr", "10.99.3", "99:3");
+    let (space, pathspace) = start_frr(&mut topo, "frr", None);
 
     let topo = std::sync::Arc::new(topo);
     let t = topo.clone();
@@ -537,6 +566,143 @@ exit
                 .then_some(())
         })
         .await;
+    });
+    drop(topo);
+    drop(pathspace);
+}
+
+// ===== TCP MD5 passwords =====
+
+/// The password every daemon below is configured with.
+const PASSWORD: &str = "tabby-md5-test";
+
+/// `peer` with a TCP MD5 key.
+fn keyed(mut peer: PeerConfig, password: &str) -> PeerConfig {
+    peer.md5_key = Md5Key::new(password);
+    peer
+}
+
+/// Waits until tabby reports that its connections to `peer` (configured with a wrong key)
+/// get no answer, and checks that no session came up and nothing was learned.
+async fn refused_for_the_wrong_key(handle: &Handle, peer: &str) {
+    let addr = ip(peer);
+    let st = eventually(
+        "tabby to report the unanswered connections",
+        WAIT,
+        async || {
+            let st = handle
+                .status()
+                .await
+                .ok()?
+                .into_iter()
+                .find(|s| s.addr == addr)?;
+            (st.last_error == Some(PeerError::NoAnswer { md5: true })).then_some(st)
+        },
+    )
+    .await;
+    assert_eq!(
+        st.last_error.map(|e| e.to_string()).as_deref(),
+        Some("no answer from peer; TCP MD5 password configured: check it matches the peer's")
+    );
+    // Some connect retries (2 s) and daemon attempts later: still nothing.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let st = handle.status().await.unwrap();
+    assert!(
+        st.iter()
+            .all(|s| s.state != SessionState::Established && s.flaps == 0),
+        "{st:?}"
+    );
+    assert!(handle.learned_routes().await.unwrap().is_empty());
+}
+
+#[test]
+fn bird_with_a_password_never_peers_with_a_wrong_key_and_carries_routes_with_the_right_one() {
+    if !can_run("bird_md5", &["bird", "birdc", "ip"]) {
+        return;
+    }
+    let mut topo = Topo::new("birdmd5", "10.99.12", "99:12");
+    start_bird(&mut topo, Some(PASSWORD));
+    let topo = std::sync::Arc::new(topo);
+    let t = topo.clone();
+    topo.run_in_tabby(move || async move {
+        let peer = PeerConfig::new(ip(&t.peer_v4), 64512);
+        let (handle, task) = start_tabby(64512, &t.tabby_v4, keyed(peer.clone(), "wrong")).await;
+        handle.originate(net("10.212.1.0/26"), vec![]).unwrap();
+        refused_for_the_wrong_key(&handle, &t.peer_v4).await;
+        assert!(!birdc(&t, "show protocols tabby").contains("Established"));
+
+        handle.add_peer(keyed(peer, PASSWORD)).unwrap();
+        established(&handle, &t.peer_v4).await;
+        assert_eq!(learned(&handle, "10.202.3.0/24").await, ip(&t.peer_v4));
+        eventually("BIRD to learn 10.212.1.0/26", WAIT, async || {
+            birdc(&t, "show route protocol tabby")
+                .contains("10.212.1.0/26")
+                .then_some(())
+        })
+        .await;
+        handle.shutdown().unwrap();
+        task.await.unwrap();
+    });
+}
+
+#[test]
+fn gobgp_with_a_password_never_peers_with_a_wrong_key_and_carries_routes_with_the_right_one() {
+    if !can_run("gobgp_md5", &["gobgpd", "gobgp", "ip"]) {
+        return;
+    }
+    let mut topo = Topo::new("gobgpmd5", "10.99.11", "99:11");
+    start_gobgp(&mut topo, Some(PASSWORD));
+    let topo = std::sync::Arc::new(topo);
+    let t = topo.clone();
+    topo.run_in_tabby(move || async move {
+        gobgp_announce(&t, &[("10.211.2.0/24", "ipv4")]).await;
+        let peer = PeerConfig::new(ip(&t.peer_v4), 65002);
+        let (handle, task) = start_tabby(64512, &t.tabby_v4, keyed(peer.clone(), "wrong")).await;
+        handle.originate(net("10.211.1.0/24"), vec![]).unwrap();
+        refused_for_the_wrong_key(&handle, &t.peer_v4).await;
+        let shown = String::from_utf8_lossy(&gobgp(&t, &["neighbor"]).stdout).into_owned();
+        assert!(!shown.contains("Establ"), "{shown}");
+
+        handle.add_peer(keyed(peer, PASSWORD)).unwrap();
+        established(&handle, &t.peer_v4).await;
+        assert_eq!(learned(&handle, "10.211.2.0/24").await, ip(&t.peer_v4));
+        let (nh, _) = eventually("GoBGP to learn 10.211.1.0/24", WAIT, async || {
+            gobgp_route(&t, "ipv4", "10.211.1.0/24")
+        })
+        .await;
+        assert_eq!(nh, t.tabby_v4);
+        handle.shutdown().unwrap();
+        task.await.unwrap();
+    });
+}
+
+#[test]
+fn frr_with_a_password_never_peers_with_a_wrong_key_and_carries_routes_with_the_right_one() {
+    if !can_run("frr_md5", &["vtysh", "/usr/lib/frr/bgpd", "ip"]) {
+        return;
+    }
+    let mut topo = Topo::new("frrmd5", "10.99.13", "99:13");
+    let (space, pathspace) = start_frr(&mut topo, "frrmd5", Some(PASSWORD));
+    let topo = std::sync::Arc::new(topo);
+    let t = topo.clone();
+    topo.run_in_tabby(move || async move {
+        let peer = PeerConfig::new(ip(&t.peer_v4), 65003);
+        let (handle, task) = start_tabby(64512, &t.tabby_v4, keyed(peer.clone(), "wrong")).await;
+        handle.originate(net("10.213.1.0/24"), vec![]).unwrap();
+        refused_for_the_wrong_key(&handle, &t.peer_v4).await;
+        let out = vtysh(&t, &space, &["show bgp summary json"]);
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("\"state\":\"Established\""));
+
+        handle.add_peer(keyed(peer, PASSWORD)).unwrap();
+        established(&handle, &t.peer_v4).await;
+        assert_eq!(learned(&handle, "10.203.2.0/24").await, ip(&t.peer_v4));
+        let (nh, _) = eventually("FRR to learn 10.213.1.0/24", WAIT, async || {
+            frr_route(&t, &space, "ipv4", "10.213.1.0/24")
+        })
+        .await;
+        assert_eq!(nh, t.tabby_v4);
+        handle.shutdown().unwrap();
+        task.await.unwrap();
     });
     drop(topo);
     drop(pathspace);
