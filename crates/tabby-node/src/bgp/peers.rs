@@ -17,8 +17,9 @@
 //!   annotation limits each session it makes, BGPConfiguration `default`'s
 //!   `tabby.dev/node-mesh-max-prefixes` each mesh session.
 //! - One session per neighbour address; an explicit BGPPeer replaces a mesh session to the
-//!   same address. Sessions run over IPv4 when both ends have an IPv4 address (else IPv6) and
-//!   carry both families, the other family's next hop being this node's address of it.
+//!   same address. As Calico (BIRD for IPv4, BIRD6 for IPv6), each session carries the family
+//!   of its addresses: nodes that both have `ipv4Address` and `ipv6Address` peer twice, an
+//!   IPv4 session for IPv4 routes and an IPv6 session for IPv6 routes.
 //! - Passwords (TCP MD5): a BGPPeer's `password.secretKeyRef` and BGPConfiguration `default`'s
 //!   `nodeMeshPassword.secretKeyRef` name a key of a Secret in the namespace the agent runs
 //!   in, as in Calico (calico-node reads Secrets of its own namespace; default
@@ -35,6 +36,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use tabby_bgp::wire::Family;
 use tabby_bgp::{Md5Key, PeerConfig};
 use tabby_model::bgp::{
     ANNOTATION_MAX_PREFIXES, ANNOTATION_NODE_MESH_MAX_PREFIXES, BgpConfigurationSpec, BgpPassword,
@@ -201,13 +203,18 @@ impl Addrs {
         }
     }
 
-    /// The session addresses between `self` and `other`: IPv4 when both have one, else IPv6.
-    fn pair(&self, other: &Self) -> Option<(IpAddr, IpAddr)> {
-        match (self.v4, other.v4, self.v6, other.v6) {
-            (Some(a), Some(b), _, _) => Some((IpAddr::V4(a), IpAddr::V4(b))),
-            (_, _, Some(a), Some(b)) => Some((IpAddr::V6(a), IpAddr::V6(b))),
-            _ => None,
-        }
+    /// The sessions' (local, remote) addresses between `self` and `other`: one per family
+    /// both have.
+    fn pairs(&self, other: &Self) -> Vec<(IpAddr, IpAddr)> {
+        let v4 = self
+            .v4
+            .zip(other.v4)
+            .map(|(a, b)| (IpAddr::V4(a), IpAddr::V4(b)));
+        let v6 = self
+            .v6
+            .zip(other.v6)
+            .map(|(a, b)| (IpAddr::V6(a), IpAddr::V6(b)));
+        v4.into_iter().chain(v6).collect()
     }
 
     fn of_family(&self, like: IpAddr) -> Option<IpAddr> {
@@ -475,6 +482,21 @@ impl BgpInputs {
             .or_else(|| self.configs.get("default").and_then(&get))
     }
 
+    /// Every node with BGP addresses, once per session a node with `mine` would have with
+    /// it (one per family both have): (name, node, its `spec.bgp`, (local, remote)).
+    fn sessions_with(
+        &self,
+        mine: Addrs,
+    ) -> impl Iterator<Item = (&String, &NodeInfo, &NodeBgpSpec, (IpAddr, IpAddr))> {
+        self.nodes.iter().flat_map(move |(name, node)| {
+            node.bgp.iter().flat_map(move |bgp| {
+                mine.pairs(&Addrs::of(bgp))
+                    .into_iter()
+                    .map(move |pair| (name, node, bgp, pair))
+            })
+        })
+    }
+
     fn port_of(&self, node: &str) -> u16 {
         self.setting(node, |c| c.listen_port)
             .and_then(|p| u16::try_from(p).ok())
@@ -538,6 +560,10 @@ impl BgpInputs {
             cfg.local_addr = Some(local);
             cfg.next_hop_v4 = my_addrs.v4;
             cfg.next_hop_v6 = my_addrs.v6;
+            cfg.families = Some(vec![match remote {
+                IpAddr::V4(_) => Family::IPV4_UNICAST,
+                IpAddr::V6(_) => Family::IPV6_UNICAST,
+            }]);
             cfg.shared_subnets = my_subnets
                 .iter()
                 .filter(|n| n.contains(&remote))
@@ -560,16 +586,10 @@ impl BgpInputs {
         );
         let mesh_limit = self.limit(Kind::BgpConfiguration, "default");
         if mesh && cluster_id.is_none() {
-            for (name, node) in &self.nodes {
-                let Some(bgp) = node.bgp.as_ref() else {
-                    continue;
-                };
+            for (name, _, bgp, (local, remote)) in self.sessions_with(my_addrs) {
                 if name == host || bgp.route_reflector_cluster_id.is_some() {
                     continue;
                 }
-                let Some((local, remote)) = my_addrs.pair(&Addrs::of(bgp)) else {
-                    continue;
-                };
                 let mut cfg = base(local, remote, self.node_asn(bgp), self.port_of(name));
                 // Calico compares the address strings: the "greater" side connects.
                 cfg.passive = remote.to_string() > local.to_string();
@@ -640,10 +660,7 @@ impl BgpInputs {
                 );
             } else if let Some(peer_sel) = &spec.peer_selector {
                 let matched_by_peer_side = selects(peer_sel, &me.labels);
-                for (name, node) in &self.nodes {
-                    let Some(bgp) = node.bgp.as_ref() else {
-                        continue;
-                    };
+                for (name, node, bgp, (local, remote)) in self.sessions_with(my_addrs) {
                     if name == host {
                         continue;
                     }
@@ -652,9 +669,6 @@ impl BgpInputs {
                     if !forward && !reverse {
                         continue;
                     }
-                    let Some((local, remote)) = my_addrs.pair(&Addrs::of(bgp)) else {
-                        continue;
-                    };
                     let asn = self.node_asn(bgp);
                     let their_cluster = bgp
                         .route_reflector_cluster_id

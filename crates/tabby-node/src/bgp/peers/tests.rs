@@ -44,11 +44,26 @@ fn full_mesh_by_default_on_64512_passive_towards_greater_address_strings() {
     assert_eq!(d.speaker.listen.port(), 179);
     assert_eq!(d.speaker.restart_time, 120);
     let names: Vec<_> = d.peers.values().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["Mesh_10_0_0_1", "Mesh_10_0_0_10"]);
+    // As Calico (BIRD and BIRD6): an IPv4 and an IPv6 session with each node.
+    assert_eq!(
+        names,
+        [
+            "Mesh_10_0_0_1",
+            "Mesh_10_0_0_10",
+            "Mesh_fd00__1",
+            "Mesh_fd00__10"
+        ]
+    );
     let a = &d.peers[&ip("10.0.0.1")];
     assert_eq!(a.kind, PeerKind::Mesh);
     assert_eq!(a.config.asn, 64512);
     assert_eq!(a.config.local_addr, Some(ip("10.0.0.2")));
+    assert_eq!(a.config.families, Some(vec![Family::IPV4_UNICAST]));
+    let a6 = &d.peers[&ip("fd00::1")];
+    assert_eq!(a6.kind, PeerKind::Mesh);
+    assert_eq!(a6.config.local_addr, Some(ip("fd00::2")));
+    assert_eq!(a6.config.families, Some(vec![Family::IPV6_UNICAST]));
+    assert!(!a6.config.passive, "fd00::1 < fd00::2: b connects");
     assert_eq!(a.config.next_hop_v6, Some("fd00::2".parse().expect("v6")));
     assert!(!a.config.passive, "10.0.0.1 < 10.0.0.2: b connects");
     // As strings "10.0.0.10" < "10.0.0.2", so b connects to c too, and c waits for b.
@@ -95,7 +110,13 @@ fn route_reflectors_leave_the_mesh_and_peer_by_selector_both_ways() {
     );
     let i = inputs(&yaml);
     let a = i.desired("a").expect("a");
-    assert_eq!(a.peers.len(), 1, "{:?}", a.peers);
+    assert_eq!(
+        a.peers.len(),
+        2,
+        "IPv4 and IPv6 to the reflector: {:?}",
+        a.peers
+    );
+    assert_eq!(a.peers[&ip("fd00::9")].kind, PeerKind::Reflector);
     let to_rr = &a.peers[&ip("10.0.0.9")];
     assert_eq!(to_rr.kind, PeerKind::Reflector);
     assert_eq!(to_rr.name, "Node_10_0_0_9");
@@ -103,7 +124,10 @@ fn route_reflectors_leave_the_mesh_and_peer_by_selector_both_ways() {
     let rr = i.desired("rr").expect("rr");
     assert_eq!(rr.speaker.cluster_id, Some(Ipv4Addr::new(224, 0, 0, 1)));
     let clients: Vec<_> = rr.peers.keys().copied().collect();
-    assert_eq!(clients, [ip("10.0.0.1"), ip("10.0.0.2")]);
+    assert_eq!(
+        clients,
+        [ip("10.0.0.1"), ip("10.0.0.2"), ip("fd00::1"), ip("fd00::2")]
+    );
     assert!(
         rr.peers
             .values()
