@@ -1,13 +1,13 @@
 //! `lab up`: the fabric, the nodes on it, their Node resources and their agents.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tabby_client::{Client, WriteMode};
 use tabby_dataplane::netns::{self, NETNS_DIR};
 use tabby_dataplane::workload::{NetnsSysctls, Sysctls as _};
@@ -35,12 +35,29 @@ fn fabric_addr(host: u8) -> Ipv4Addr {
     Ipv4Addr::new(a, b, c, host)
 }
 
+/// The fabric's IPv6 network in a dual-stack lab; host `h` of the IPv4 fabric is
+/// `fd00:172:30::h` (the same digits, read as hex), so the two addresses read alike.
+const FABRIC_V6_PREFIX: u8 = 64;
+
+fn fabric_addr_v6(host: u8) -> Ipv6Addr {
+    let digits = u16::from_str_radix(&host.to_string(), 16).unwrap_or(0);
+    Ipv6Addr::new(0xfd00, 0x172, 0x30, 0, 0, 0, 0, digits)
+}
+
 /// Calico's default pool, made when the datastore has none, so that pods without an address
 /// get one.
 const DEFAULT_POOL: &str = "apiVersion: projectcalico.org/v3
 kind: IPPool
 metadata: {name: default-ipv4-ippool}
 spec: {cidr: 192.168.0.0/16, blockSize: 26, natOutgoing: true, nodeSelector: all()}
+";
+
+/// The IPv6 pool of a dual-stack lab whose datastore has none (Calico's default block size;
+/// Calico picks a random ULA /48, the lab a fixed one that reads like the IPv4 pool).
+const DEFAULT_POOL_V6: &str = "apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: default-ipv6-ippool}
+spec: {cidr: 'fd00:192:168::/48', blockSize: 122, nodeSelector: all()}
 ";
 
 pub(crate) fn up(config: &LabConfig, opts: &UpOptions) -> Result<Lab, LabError> {
@@ -115,6 +132,7 @@ fn build(config: &LabConfig, opts: &UpOptions, file: &StateFile) -> Result<LabSt
             daemon,
             netns: netns_name(&opts.name, "tor"),
             address: fabric_addr(TOR_HOST),
+            address_v6: opts.ipv6.then(|| fabric_addr_v6(TOR_HOST)),
             asn: TOR_AS,
             log: dir.join("tor.log"),
         }),
@@ -124,9 +142,11 @@ fn build(config: &LabConfig, opts: &UpOptions, file: &StateFile) -> Result<LabSt
     };
     for i in 1..=opts.nodes {
         let name = node_name(i);
+        let host = u8::try_from(10 + i).unwrap_or(u8::MAX);
         state.nodes.push(NodeState {
             netns: netns_name(&opts.name, &name),
-            address: fabric_addr(u8::try_from(10 + i).unwrap_or(u8::MAX)),
+            address: fabric_addr(host),
+            address_v6: opts.ipv6.then(|| fabric_addr_v6(host)),
             agent_pid: 0,
             log: dir.join(format!("{name}.log")),
             name,
@@ -205,12 +225,26 @@ fn write_resources(state: &LabState) -> Result<(), LabError> {
     let client = Client::new(open_store(state)?);
     let mut text = String::new();
     for i in 0..state.nodes.len() {
-        text.push_str(&routing::node_yaml(state, i, FABRIC_PREFIX));
+        text.push_str(&routing::node_yaml(
+            state,
+            i,
+            FABRIC_PREFIX,
+            FABRIC_V6_PREFIX,
+        ));
     }
     text.push_str(&routing::cluster_yaml(state));
-    if client.list(Kind::IpPool, None)?.is_empty() {
+    let pools = client.list(Kind::IpPool, None)?;
+    if pools.is_empty() {
         text.push_str("---\n");
         text.push_str(DEFAULT_POOL);
+    }
+    let has_v6_pool = pools.iter().any(|p| match p {
+        Resource::IpPool(p) => p.spec.cidr.contains(':'),
+        _ => false,
+    });
+    if state.ipv6() && !has_v6_pool {
+        text.push_str("---\n");
+        text.push_str(DEFAULT_POOL_V6);
     }
     let opts = LoadOptions {
         default_namespace: "default".to_owned(),
@@ -246,16 +280,28 @@ fn make_namespaces(state: &LabState) -> Result<(), LabError> {
     if let Some(t) = &state.tor {
         netns::create(&t.netns)?;
     }
+    if state.ipv6() {
+        // No duplicate address detection on the lab's links (every address is unique by
+        // construction, and a pod's veth is point to point, where Calico's CNI turns it off
+        // too): an address would otherwise be unusable for its first one or two seconds.
+        // Set before any interface exists, so that every later one inherits it.
+        let namespaces = std::iter::once(&state.fabric_netns)
+            .chain(state.nodes.iter().map(|n| &n.netns))
+            .chain(state.tor.iter().map(|t| &t.netns));
+        for ns in namespaces {
+            no_dad(ns)?;
+        }
+    }
     // The router is one more host on the fabric, outside the cluster.
-    let hosts: Vec<(&str, &str, Ipv4Addr)> = state
+    let hosts: Vec<(&str, &str, Ipv4Addr, Option<Ipv6Addr>)> = state
         .nodes
         .iter()
-        .map(|n| (n.name.as_str(), n.netns.as_str(), n.address))
+        .map(|n| (n.name.as_str(), n.netns.as_str(), n.address, n.address_v6))
         .chain(
             state
                 .tor
                 .iter()
-                .map(|t| ("tor", t.netns.as_str(), t.address)),
+                .map(|t| ("tor", t.netns.as_str(), t.address, t.address_v6)),
         )
         .collect();
     let rt = runtime()?;
@@ -277,11 +323,20 @@ fn make_namespaces(state: &LabState) -> Result<(), LabError> {
             )
             .await
             .map_err(LabError::netlink("fabric bridge address"))?;
+        if state.ipv6() {
+            fabric
+                .add_address(
+                    BRIDGE,
+                    IpNet::V6(Ipv6Net::new_assert(fabric_addr_v6(1), FABRIC_V6_PREFIX)),
+                )
+                .await
+                .map_err(LabError::netlink("fabric bridge IPv6 address"))?;
+        }
         fabric
             .set_up(BRIDGE)
             .await
             .map_err(LabError::netlink("fabric bridge"))?;
-        for &(name, netns, address) in &hosts {
+        for &(name, netns, address, address_v6) in &hosts {
             let ctx = |what: &str| format!("{name} {what}");
             let node_path = ns_path(netns);
             let peer = format!("up-{name}");
@@ -314,6 +369,11 @@ fn make_namespaces(state: &LabState) -> Result<(), LabError> {
             )
             .await
             .map_err(LabError::netlink(ctx("eth0 address")))?;
+            if let Some(v6) = address_v6 {
+                host.add_address("eth0", IpNet::V6(Ipv6Net::new_assert(v6, FABRIC_V6_PREFIX)))
+                    .await
+                    .map_err(LabError::netlink(ctx("eth0 IPv6 address")))?;
+            }
         }
         Ok::<(), LabError>(())
     })?;
@@ -332,6 +392,16 @@ fn make_namespaces(state: &LabState) -> Result<(), LabError> {
             sysctls.write(&format!("net/ipv4/conf/{iface}/accept_redirects"), "0")?;
             sysctls.write(&format!("net/ipv6/conf/{iface}/accept_redirects"), "0")?;
         }
+    }
+    Ok(())
+}
+
+/// Turns IPv6 duplicate address detection off for the interfaces a namespace gets from now
+/// on (see `make_namespaces`).
+pub(crate) fn no_dad(netns: &str) -> Result<(), LabError> {
+    let sysctls = NetnsSysctls(ns_path(netns));
+    for iface in ["all", "default"] {
+        sysctls.write(&format!("net/ipv6/conf/{iface}/accept_dad"), "0")?;
     }
     Ok(())
 }

@@ -29,8 +29,9 @@
 //! With `--routing datastore` each agent programs routes through the other nodes' fabric
 //! addresses from their Node resources instead (nodes on one L2 segment).
 //!
-//! Workloads get their addresses from the file (`status.podIP`) or from the first enabled IPv4
-//! pool; until tabby's block IPAM lands the lab picks the lowest free address itself.
+//! Workloads get their addresses from the file (`status.podIP`) or from the IPAM through the
+//! CNI plugin. A dual-stack lab (`--ipv6`) also has an IPv6 fabric (`fd00:172:30::/64`), an
+//! IPv6 pool and, under BGP, an IPv6 session beside every IPv4 one, as Calico's BIRD6.
 
 mod agent_http;
 mod down;
@@ -101,6 +102,9 @@ pub struct UpOptions {
     pub route_reflectors: usize,
     /// Under BGP, a top-of-rack router running this daemon, peering with every node.
     pub tor: Option<TorDaemon>,
+    /// Dual stack: IPv6 fabric addresses, an IPv6 pool, pods with an address of each family
+    /// and, under BGP, an IPv6 session beside each IPv4 one.
+    pub ipv6: bool,
 }
 
 /// How a lab's processes are doing.

@@ -307,6 +307,12 @@ impl Lab {
             let _ = netns::delete(&want.netns);
         }
         netns::create(&want.netns)?;
+        if self.state.ipv6()
+            && let Err(err) = crate::fabric::no_dad(&want.netns)
+        {
+            let _ = netns::delete(&want.netns);
+            return Err(err);
+        }
         let mut made = want.clone();
         let plumbed = match want.kind {
             WorkloadKind::Pod => cni::add(&self.state, store, want, &path, pools)

@@ -101,7 +101,7 @@ pub(crate) fn check(opts: &UpOptions) -> Result<(), LabError> {
 
 /// The Node resource of `node` (0-based `index`): its fabric address, and under BGP its
 /// `spec.bgp` and, for the first `route_reflectors` nodes, the reflector's cluster ID and label.
-pub(crate) fn node_yaml(state: &LabState, index: usize, prefix: u8) -> String {
+pub(crate) fn node_yaml(state: &LabState, index: usize, prefix: u8, prefix_v6: u8) -> String {
     let node = &state.nodes[index];
     let reflector = state.routing == Routing::Bgp && index < state.route_reflectors;
     let labels = if reflector {
@@ -109,12 +109,19 @@ pub(crate) fn node_yaml(state: &LabState, index: usize, prefix: u8) -> String {
     } else {
         String::new()
     };
+    let v6 = node
+        .address_v6
+        .map(|a| format!(", {{address: '{a}/{prefix_v6}', type: InternalIP}}"))
+        .unwrap_or_default();
     let mut text = format!(
-        "---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {}{labels}\nspec:\n  addresses: [{{address: {}/{prefix}, type: InternalIP}}]\n",
+        "---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {}{labels}\nspec:\n  addresses: [{{address: {}/{prefix}, type: InternalIP}}{v6}]\n",
         node.name, node.address
     );
     if state.routing == Routing::Bgp {
         text.push_str(&format!("  bgp: {{ipv4Address: {}/{prefix}", node.address));
+        if let Some(a) = node.address_v6 {
+            text.push_str(&format!(", ipv6Address: '{a}/{prefix_v6}'"));
+        }
         if reflector {
             text.push_str(&format!(", routeReflectorClusterID: {CLUSTER_ID}"));
         }
@@ -145,6 +152,13 @@ pub(crate) fn cluster_yaml(state: &LabState) -> String {
             "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: tor}}\nspec: {{peerIP: {}, asNumber: {}}}\n",
             tor.address, tor.asn
         ));
+        // As with Calico, IPv6 routes go over a session between IPv6 addresses.
+        if let Some(v6) = tor.address_v6 {
+            text.push_str(&format!(
+                "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: tor-v6}}\nspec: {{peerIP: '{v6}', asNumber: {}}}\n",
+                tor.asn
+            ));
+        }
     }
     text
 }
@@ -164,12 +178,24 @@ fn expected_peers(state: &LabState, index: usize) -> Vec<IpAddr> {
         .iter()
         .enumerate()
         .filter(|(j, _)| *j != index && (k == 0 || index < k || *j < k))
-        .map(|(_, n)| IpAddr::V4(n.address))
+        .flat_map(|(_, n)| node_addresses(n))
         .collect();
     if let Some(tor) = &state.tor {
         peers.push(IpAddr::V4(tor.address));
+        peers.extend(tor.address_v6.map(IpAddr::V6));
     }
     peers
+}
+
+/// A node's fabric addresses, IPv4 first: one BGP session each with every peer (Calico's
+/// BIRD and BIRD6).
+fn node_addresses(n: &NodeState) -> impl Iterator<Item = IpAddr> {
+    std::iter::once(IpAddr::V4(n.address)).chain(n.address_v6.map(IpAddr::V6))
+}
+
+/// A node's fabric address of `addr`'s family.
+fn address_like(n: &NodeState, addr: IpAddr) -> Option<IpAddr> {
+    node_addresses(n).find(|a| a.is_ipv4() == addr.is_ipv4())
 }
 
 /// One neighbour as a node's agent reports it.
@@ -302,8 +328,11 @@ impl Lab {
                 let Some(host) = self.state.nodes.iter().find(|n| n.name == w.node) else {
                     continue;
                 };
-                for addr in w.addresses.iter().filter(|a| a.is_ipv4()) {
-                    let want = Some(IpAddr::V4(host.address));
+                for addr in &w.addresses {
+                    let Some(gateway) = address_like(host, *addr) else {
+                        continue;
+                    };
+                    let want = Some(gateway);
                     loop {
                         let via = tabby_route_to(node, *addr)?;
                         if via == Some(want) {
@@ -314,7 +343,7 @@ impl Lab {
                                 what: format!("the route to {} on {}", w.key(), node.name),
                                 reason: format!(
                                     "{addr} is not routed via {} ({}) after {timeout:?} ({}); its log: {}",
-                                    host.address,
+                                    gateway,
                                     host.name,
                                     match via {
                                         None => "no tabby route".to_owned(),
@@ -338,8 +367,10 @@ impl Lab {
                 let Some(host) = self.state.nodes.iter().find(|n| n.name == w.node) else {
                     continue;
                 };
-                let want = IpAddr::V4(host.address);
-                for addr in w.addresses.iter().filter(|a| a.is_ipv4()) {
+                for addr in &w.addresses {
+                    let Some(want) = address_like(host, *addr) else {
+                        continue;
+                    };
                     loop {
                         let via = crate::tor::next_hops(tor, *addr)?;
                         if !via.is_empty() && via.iter().all(|g| *g == want) {

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,9 @@ pub struct NodeState {
     pub netns: String,
     /// Its fabric address.
     pub address: Ipv4Addr,
+    /// Its IPv6 fabric address, in a dual-stack lab (`lab up --ipv6`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_v6: Option<Ipv6Addr>,
     /// The agent's process id.
     pub agent_pid: u32,
     /// The agent's log.
@@ -98,6 +101,11 @@ impl WorkloadState {
 }
 
 impl LabState {
+    /// Whether the lab is dual stack (its nodes have IPv6 fabric addresses).
+    pub fn ipv6(&self) -> bool {
+        self.nodes.iter().any(|n| n.address_v6.is_some())
+    }
+
     /// A workload by `namespace/name`, or by a name unique in the lab.
     pub fn workload(&self, target: &str) -> Result<&WorkloadState, LabError> {
         if let Some(w) = self.workloads.get(target) {

@@ -8,7 +8,7 @@ mod fib;
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -73,6 +73,9 @@ pub struct TorState {
     pub netns: String,
     /// Its fabric address.
     pub address: Ipv4Addr,
+    /// Its IPv6 fabric address, in a dual-stack lab.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_v6: Option<Ipv6Addr>,
     /// Its AS.
     pub asn: u32,
     /// The daemon's log.
@@ -128,7 +131,7 @@ fn bird_conf(tor: &TorState, nodes: &[NodeState]) -> String {
 log stderr all;
 protocol device {{ }}
 # Learned workload routes go to this namespace's kernel, so traffic from here reaches them.
-protocol kernel {{ ipv4 {{ import none; export where source = RTS_BGP; }}; }}
+protocol kernel kernel4 {{ ipv4 {{ import none; export where source = RTS_BGP; }}; }}
 template bgp nodes {{
   local {me} as {asn};
   connect delay time 1;
@@ -140,26 +143,66 @@ template bgp nodes {{
         me = tor.address,
         asn = tor.asn
     );
+    if let Some(me6) = tor.address_v6 {
+        // IPv6 routes come over sessions between IPv6 addresses, as Calico's BIRD6 runs them.
+        text.push_str(&format!(
+            r"protocol kernel kernel6 {{ ipv6 {{ import none; export where source = RTS_BGP; }}; }}
+template bgp nodes6 {{
+  local {me6} as {asn};
+  connect delay time 1;
+  connect retry time 2;
+  error wait time 1,5;
+  ipv6 {{ import all; export none; }};
+}}
+",
+            asn = tor.asn
+        ));
+    }
     for n in nodes {
         text.push_str(&format!(
             "protocol bgp {} from nodes {{ neighbor {} as {CLUSTER_AS}; }}\n",
             bird_name(&n.name),
             n.address
         ));
+        if let (Some(_), Some(a)) = (tor.address_v6, n.address_v6) {
+            text.push_str(&format!(
+                "protocol bgp {}_v6 from nodes6 {{ neighbor {a} as {CLUSTER_AS}; }}\n",
+                bird_name(&n.name),
+            ));
+        }
     }
     text
 }
 
+/// Each node's neighbour addresses on the router (IPv4, and IPv6 in a dual-stack lab) with
+/// the family its session carries.
+fn neighbours<'a>(
+    tor: &'a TorState,
+    nodes: &'a [NodeState],
+) -> impl Iterator<Item = (IpAddr, &'static str)> + 'a {
+    nodes.iter().flat_map(move |n| {
+        let v6 = n
+            .address_v6
+            .filter(|_| tor.address_v6.is_some())
+            .map(|a| (IpAddr::V6(a), "ipv6"));
+        std::iter::once((IpAddr::V4(n.address), "ipv4")).chain(v6)
+    })
+}
+
 fn gobgp_conf(tor: &TorState, nodes: &[NodeState]) -> String {
+    let locals = std::iter::once(tor.address.to_string())
+        .chain(tor.address_v6.map(|a| a.to_string()))
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut text = format!(
-        "[global.config]\n  as = {asn}\n  router-id = \"{me}\"\n  local-address-list = [\"{me}\"]\n[global.apply-policy.config]\n  default-export-policy = \"reject-route\"\n",
+        "[global.config]\n  as = {asn}\n  router-id = \"{me}\"\n  local-address-list = [{locals}]\n[global.apply-policy.config]\n  default-export-policy = \"reject-route\"\n",
         me = tor.address,
         asn = tor.asn
     );
-    for n in nodes {
+    for (a, family) in neighbours(tor, nodes) {
         text.push_str(&format!(
-            "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{}\"\n    peer-as = {CLUSTER_AS}\n  [neighbors.timers.config]\n    connect-retry = 2\n",
-            n.address
+            "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{a}\"\n    peer-as = {CLUSTER_AS}\n  [neighbors.timers.config]\n    connect-retry = 2\n  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{family}-unicast\"\n",
         ));
     }
     text
@@ -173,17 +216,27 @@ fn frr_conf(tor: &TorState, nodes: &[NodeState]) -> String {
         me = tor.address,
         asn = tor.asn
     );
-    for n in nodes {
+    for (a, _) in neighbours(tor, nodes) {
         text.push_str(&format!(
-            " neighbor {a} remote-as {CLUSTER_AS}\n neighbor {a} timers connect 2\n",
-            a = n.address
+            " neighbor {a} remote-as {CLUSTER_AS}\n neighbor {a} timers connect 2\n"
         ));
     }
-    text.push_str(" address-family ipv4 unicast\n");
-    for n in nodes {
-        text.push_str(&format!("  neighbor {} route-map NOTHING out\n", n.address));
+    // Each session carries its own family (FRR activates every neighbour for IPv4 unless
+    // told otherwise).
+    for family in ["ipv4", "ipv6"] {
+        text.push_str(&format!(" address-family {family} unicast\n"));
+        for (a, f) in neighbours(tor, nodes) {
+            if f == family {
+                text.push_str(&format!(
+                    "  neighbor {a} activate\n  neighbor {a} route-map NOTHING out\n"
+                ));
+            } else if family == "ipv4" {
+                text.push_str(&format!("  no neighbor {a} activate\n"));
+            }
+        }
+        text.push_str(" exit-address-family\n");
     }
-    text.push_str(" exit-address-family\nexit\n");
+    text.push_str("exit\n");
     text
 }
 

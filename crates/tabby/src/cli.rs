@@ -265,11 +265,18 @@ Established (or fails naming each node's peers that are not, with their state an
 Nodes pass routes learned from each other on to the router with the originating node as next
 hop (shared fabric), so the router sends a workload's traffic straight to its host.
 
+--ipv6: dual stack. Hosts also get fd00:172:30::H/64 on the fabric (the router ::254) and
+ipv6Address in spec.bgp, the datastore an IPv6 pool (fd00:192:168::/48, /122 blocks) when it
+has none, pods an address of each family. As Calico (BIRD and BIRD6), nodes peer once per
+family: IPv4 routes over IPv4 sessions, IPv6 routes over IPv6 sessions, with each other and
+with the router (a second global BGPPeer, tor-v6).
+
 Examples:
   tabby lab up                              three nodes, lab \"demo\", iBGP mesh
   tabby lab up --name big --nodes 5
   tabby lab up --name rr --nodes 4 --route-reflectors 1
   tabby lab up --name dc --tor bird         a BIRD top-of-rack router peering with every node
+  tabby lab up --name ds --ipv6 --tor frr   dual stack, IPv4 and IPv6 routes to an FRR router
   tabby lab up --name flat --routing datastore
   tabby lab up --name shared --datastore sqlite:/tmp/lab.db
   tabby lab up --name ha --datastore etcd      the lab's own 3-member etcd cluster")]
@@ -424,6 +431,10 @@ pub(crate) struct LabRoutingArgs {
     /// Under BGP: a top-of-rack router running bird, gobgp or frr, peering with every node.
     #[arg(long, value_name = "DAEMON")]
     pub(crate) tor: Option<String>,
+    /// Dual stack: IPv6 on the fabric (fd00:172:30::/64), an IPv6 pool, pods with an IPv4 and
+    /// an IPv6 address, and under BGP an IPv6 session beside each IPv4 one.
+    #[arg(long)]
+    pub(crate) ipv6: bool,
 }
 
 /// What a lab probe sends.

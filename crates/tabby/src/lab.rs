@@ -136,6 +136,7 @@ fn up_options(
         routing: args.routing.parse()?,
         route_reflectors: args.route_reflectors,
         tor: args.tor.as_deref().map(str::parse).transpose()?,
+        ipv6: args.ipv6,
     })
 }
 
@@ -197,17 +198,23 @@ fn report_anomalies(m: &RealMatrix) {
 fn up_summary(lab: &Lab) -> String {
     let s = lab.state();
     let mut text = format!(
-        "lab {:?} is up: {} nodes on 172.30.0.0/24, datastore {}, routing by {}\n",
+        "lab {:?} is up: {} nodes on 172.30.0.0/24{}, datastore {}, routing by {}\n",
         s.name,
         s.nodes.len(),
+        if s.ipv6() {
+            " and fd00:172:30::/64 (dual stack)"
+        } else {
+            ""
+        },
         s.datastore,
         routing_summary(s)
     );
     for n in &s.nodes {
         text.push_str(&format!(
-            "  {}  {}  agent pid {}  log {}\n",
+            "  {}  {}{}  agent pid {}  log {}\n",
             n.name,
             n.address,
+            n.address_v6.map(|a| format!(" {a}")).unwrap_or_default(),
             n.agent_pid,
             n.log.display()
         ));
@@ -348,7 +355,10 @@ fn status(lab: &Lab) -> String {
             };
             vec![
                 n.name.clone(),
-                n.address.to_string(),
+                match n.address_v6 {
+                    Some(v6) => format!("{} {v6}", n.address),
+                    None => n.address.to_string(),
+                },
                 format!("{agent} (pid {})", n.agent_pid),
                 n.log.display().to_string(),
             ]

@@ -30,20 +30,41 @@ fn pods(nodes: usize) -> String {
     text
 }
 
-/// Workload `open/pN`'s address, from the lab's state.
-fn address(lab: &TestLab, pod: &str) -> String {
+/// Workload `open/pN`'s addresses (IPv4 first), from the lab's state.
+fn addresses(lab: &TestLab, pod: &str) -> Vec<String> {
     let state = lab.state();
-    state["workloads"][format!("open/{pod}")]["addresses"][0]
-        .as_str()
+    let all: Vec<String> = state["workloads"][format!("open/{pod}")]["addresses"]
+        .as_array()
         .unwrap_or_else(|| panic!("open/{pod} in {state}"))
-        .to_owned()
+        .iter()
+        .map(|a| a.as_str().expect("an address").to_owned())
+        .collect();
+    assert!(!all.is_empty(), "open/{pod} has addresses: {state}");
+    all
 }
 
-/// A node's routes with tabby's protocol: destination -> gateway ("" for a local one).
+/// Workload `open/pN`'s IPv4 address.
+fn address(lab: &TestLab, pod: &str) -> String {
+    addresses(lab, pod).remove(0)
+}
+
+fn family(addr: &str) -> &'static str {
+    if addr.contains(':') { "-6" } else { "-4" }
+}
+
+/// A node's routes with tabby's protocol, of both families: destination -> gateway ("" for
+/// a local one).
 fn tabby_routes(lab: &TestLab, node: &str) -> Vec<(String, String)> {
+    ["-4", "-6"]
+        .iter()
+        .flat_map(|f| tabby_routes_of(lab, node, f))
+        .collect()
+}
+
+fn tabby_routes_of(lab: &TestLab, node: &str, family: &str) -> Vec<(String, String)> {
     let text = lab.ok(
         &[
-            "exec", node, "--", "ip", "-j", "route", "show", "proto", "116",
+            "exec", node, "--", "ip", family, "-j", "route", "show", "proto", "116",
         ],
         "",
     );
@@ -63,6 +84,16 @@ fn fabric_address(node: usize) -> String {
     format!("172.30.0.{}", 10 + node)
 }
 
+/// Node `node`'s fabric address of `addr`'s family (a dual-stack lab's IPv6 fabric reuses
+/// the IPv4 host number's digits).
+fn fabric_address_like(node: usize, addr: &str) -> String {
+    if addr.contains(':') {
+        format!("fd00:172:30::{}", 10 + node)
+    } else {
+        fabric_address(node)
+    }
+}
+
 /// Whether route destination `dst` (`ip` prints a host route without its length) covers
 /// `addr`.
 fn covers(dst: &str, addr: &str) -> bool {
@@ -76,30 +107,32 @@ fn covers(dst: &str, addr: &str) -> bool {
 }
 
 /// Every node routes every other node's pod through that node, by a learned route (the
-/// other node's IPAM block, as Calico advertises, or the pod's /32 when no block covers it).
+/// other node's IPAM block, as Calico advertises, or the pod's /32 when no block covers it),
+/// for each of the pod's addresses (IPv6 through the node's IPv6 address).
 fn assert_learned_everywhere(lab: &TestLab, nodes: usize) {
     for i in 1..=nodes {
         let routes = tabby_routes(lab, &format!("node-{i}"));
         for j in (1..=nodes).filter(|j| *j != i) {
-            let addr = address(lab, &format!("p{j}"));
-            assert!(
-                routes
-                    .iter()
-                    .any(|(d, g)| covers(d, &addr) && *g == fabric_address(j)),
-                "node-{i} should route p{j} ({addr}) via node-{j} with proto 116: {routes:?}",
-            );
+            for addr in addresses(lab, &format!("p{j}")) {
+                let via = fabric_address_like(j, &addr);
+                assert!(
+                    routes.iter().any(|(d, g)| covers(d, &addr) && *g == via),
+                    "node-{i} should route p{j} ({addr}) via node-{j} ({via}) with proto 116: {routes:?}",
+                );
+            }
         }
     }
 }
 
-/// A node's blackhole routes with tabby's protocol (its own blocks).
-fn blackholes(lab: &TestLab, node: &str) -> Vec<String> {
+/// A node's blackhole routes with tabby's protocol (its own blocks), of `addr`'s family.
+fn blackholes(lab: &TestLab, node: &str, addr: &str) -> Vec<String> {
     let text = lab.ok(
         &[
             "exec",
             node,
             "--",
             "ip",
+            family(addr),
             "-j",
             "route",
             "show",
@@ -209,7 +242,7 @@ fn a_bgp_mesh_lab_learns_workload_routes_and_carries_traffic_across_hosts() {
     }
     let routes = tabby_routes(&lab, "node-3");
     assert!(!local(&routes), "node-3: {routes:?}");
-    let holes = blackholes(&lab, "node-3");
+    let holes = blackholes(&lab, "node-3", &gone);
     assert!(
         holes.iter().any(|b| covers(b, &gone)),
         "node-3 blackholes {gone}: {holes:?}"
@@ -312,10 +345,18 @@ fn greeting_from_tor(lab: &TestLab, addr: &str) -> String {
 /// The router's kernel routes covering `addr` (a node's block or a /32): their next hops
 /// (several for a multipath route).
 fn tor_next_hops(lab: &TestLab, addr: &str) -> Vec<String> {
-    let family = if addr.contains(':') { "-6" } else { "-4" };
     let text = lab.ok(
         &[
-            "exec", "tor", "--", "ip", family, "-j", "route", "show", "match", addr,
+            "exec",
+            "tor",
+            "--",
+            "ip",
+            family(addr),
+            "-j",
+            "route",
+            "show",
+            "match",
+            addr,
         ],
         "",
     );
@@ -420,25 +461,64 @@ fn icmp_counter(lab: &TestLab, target: &str, field: &str) -> u64 {
     values.split_whitespace().nth(at).unwrap().parse().unwrap()
 }
 
-/// ICMP redirects sent by the nodes and received by the router so far.
-fn redirects(lab: &TestLab, nodes: usize) -> (u64, u64) {
-    let sent = (1..=nodes)
-        .map(|i| icmp_counter(lab, &format!("node-{i}"), "OutRedirects"))
-        .sum();
-    (sent, icmp_counter(lab, "tor", "InRedirects"))
+/// An ICMPv6 counter of a lab namespace (`/proc/net/snmp6`: one `name value` per line).
+fn icmp6_counter(lab: &TestLab, target: &str, field: &str) -> u64 {
+    let text = lab.ok(&["exec", target, "--", "cat", "/proc/net/snmp6"], "");
+    text.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(char::is_whitespace)?;
+            (name == field).then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("{field} in {text}"))
+}
+
+/// ICMP and ICMPv6 redirects sent by each node and received by the router so far.
+fn redirects(lab: &TestLab, nodes: usize) -> Vec<(String, u64)> {
+    let mut counts = Vec::new();
+    for i in 1..=nodes {
+        let node = format!("node-{i}");
+        counts.push((
+            format!("{node} sent (IPv4)"),
+            icmp_counter(lab, &node, "OutRedirects"),
+        ));
+        counts.push((
+            format!("{node} sent (IPv6)"),
+            icmp6_counter(lab, &node, "Icmp6OutRedirects"),
+        ));
+    }
+    counts.push((
+        "the router received (IPv4)".to_owned(),
+        icmp_counter(lab, "tor", "InRedirects"),
+    ));
+    counts.push((
+        "the router received (IPv6)".to_owned(),
+        icmp6_counter(lab, "tor", "Icmp6InRedirects"),
+    ));
+    counts
 }
 
 /// The router's view of `addr` (on node `host`): every path its daemon holds and its kernel
 /// route point straight at the host (the nodes pass routes learned from each other on with
 /// the originating node as a third-party next hop, as Calico's BIRD does).
 fn assert_routed_to_host(lab: &TestLab, daemon: &str, addr: &str, host: &str) {
-    let (hops, text) = daemon_next_hops(lab, daemon, addr);
-    assert!(
-        !hops.is_empty() && hops.iter().all(|h| h == host),
-        "{daemon} should hold {addr} via {host} only: {hops:?}\n{text}"
-    );
-    // Both nodes advertise it (one its own, the other passing on what it learned).
-    assert_eq!(hops.len(), 2, "{daemon}'s paths to {addr}: {text}");
+    // Both nodes advertise it (one its own, the other passing on what it learned); the
+    // second path may still be on its way, but no path may ever point elsewhere.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (hops, text) = daemon_next_hops(lab, daemon, addr);
+        assert!(
+            !hops.is_empty() && hops.iter().all(|h| h == host),
+            "{daemon} should hold {addr} via {host} only: {hops:?}\n{text}"
+        );
+        if hops.len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{daemon} should hold a path to {addr} from each node: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let kernel = tor_next_hops(lab, addr);
     assert!(
         !kernel.is_empty() && kernel.iter().all(|h| h == host),
@@ -446,12 +526,14 @@ fn assert_routed_to_host(lab: &TestLab, daemon: &str, addr: &str, host: &str) {
     );
 }
 
-/// A lab with a `daemon` router: it learns both nodes' pods over eBGP with each pod's host as
-/// next hop, reaches them from outside the cluster with no ICMP redirect, drops a removed
-/// pod's route, and `lab down` stops the daemon even when the lab's state file is gone (as
-/// after a crash).
-/// `sessions`: a line of the daemon's own session view that `lab status` must show.
-fn tor_lab(tag: &str, daemon: &str, tools: &[&str], sessions: &str) {
+/// A dual-stack lab with a `daemon` router: every node has an IPv4 and an IPv6 session with
+/// it (as Calico's BIRD and BIRD6); it learns both nodes' pods over eBGP, IPv4 and IPv6, with
+/// each pod's host as next hop, reaches them from outside the cluster with no ICMP redirect,
+/// keeps routing a removed pod's addresses to its host (whose blackholes stop them), and `lab
+/// down` stops the daemon even when the lab's state file is gone (as after a crash).
+/// `sessions`: for node-2's IPv4 and IPv6 session, the words of a line of the daemon's own
+/// session view that `lab status` must show.
+fn tor_lab(tag: &str, daemon: &str, tools: &[&str], sessions: [&[&str]; 2]) {
     for tool in tools {
         let found = std::process::Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -459,7 +541,7 @@ fn tor_lab(tag: &str, daemon: &str, tools: &[&str], sessions: &str) {
             .is_ok_and(|o| o.status.success());
         assert!(found, "{tool} is missing (scripts/deps.sh installs it)");
     }
-    let lab = TestLab::up_with(tag, &["--nodes", "2", "--tor", daemon]);
+    let lab = TestLab::up_with(tag, &["--nodes", "2", "--tor", daemon, "--ipv6"]);
     let status = lab.ok(&["status"], "");
     assert!(
         status.contains(&format!(
@@ -467,50 +549,82 @@ fn tor_lab(tag: &str, daemon: &str, tools: &[&str], sessions: &str) {
         )),
         "{status}"
     );
-    assert!(
-        status.contains(sessions),
-        "the router's sessions in {status}"
-    );
+    for words in sessions {
+        assert!(
+            status
+                .lines()
+                .any(|l| words.iter().all(|w| l.split_whitespace().any(|x| x == *w))),
+            "a line with {words:?} in the router's sessions: {status}"
+        );
+    }
     for i in 1..=2 {
         let st = node_status(&lab, &format!("node-{i}"));
-        assert!(
-            peers(&st).contains(&(
-                "172.30.0.254".to_owned(),
-                "global".to_owned(),
-                "Established".to_owned()
-            )),
-            "node-{i}: {st}"
+        let mut seen = peers(&st);
+        seen.sort();
+        let other = 3 - i;
+        let want = |addr: String, kind: &str| (addr, kind.to_owned(), "Established".to_owned());
+        assert_eq!(
+            seen,
+            vec![
+                want(fabric_address(other), "mesh"),
+                want("172.30.0.254".to_owned(), "global"),
+                want(format!("fd00:172:30::{}", 10 + other), "mesh"),
+                want("fd00:172:30::254".to_owned(), "global"),
+            ],
+            "node-{i}: one session per family with each peer: {st}"
         );
     }
     lab.load(&pods(2), false);
+    let v6 = addresses(&lab, "p2");
+    assert!(
+        v6.len() == 2 && v6[1].starts_with("fd00:192:168:"),
+        "a dual-stack pod has an address of each family from the lab's pools: {v6:?}"
+    );
     assert_learned_everywhere(&lab, 2);
     let before = redirects(&lab, 2);
     for (i, p) in [(1, "p1"), (2, "p2")] {
-        let addr = address(&lab, p);
-        assert_routed_to_host(&lab, daemon, &addr, &fabric_address(i));
-        assert_eq!(greeting_from_tor(&lab, &addr), format!("open/{p}"));
+        for addr in addresses(&lab, p) {
+            assert_routed_to_host(&lab, daemon, &addr, &fabric_address_like(i, &addr));
+            assert_eq!(
+                greeting_from_tor(&lab, &addr),
+                format!("open/{p}"),
+                "{addr}"
+            );
+        }
     }
+    // Across hosts over IPv6 too.
+    let script = format!("exec 3<>/dev/tcp/{}/8080 && head -1 <&3", v6[1]);
+    assert_eq!(
+        lab.ok(
+            &["exec", "p1", "--", "timeout", "5", "bash", "-c", &script],
+            ""
+        )
+        .trim(),
+        "open/p2"
+    );
     assert_eq!(
         redirects(&lab, 2),
         before,
         "ICMP redirects (sent by the nodes, received by the router) while reaching the pods"
     );
 
-    // p2 goes: node-2 keeps its block, so the router still sends the address to node-2,
-    // whose blackhole for the block stops it.
-    let gone = address(&lab, "p2");
+    // p2 goes: node-2 keeps its blocks, so the router still sends its addresses to node-2,
+    // whose blackholes for the blocks stop them.
+    let gone = addresses(&lab, "p2");
     lab.load(&pods(1), true);
-    let holes = blackholes(&lab, "node-2");
-    assert!(
-        holes.iter().any(|b| covers(b, &gone)),
-        "node-2 blackholes {gone}: {holes:?}"
-    );
-    assert_routed_to_host(&lab, daemon, &gone, &fabric_address(2));
-    assert_eq!(
-        greeting_from_tor(&lab, &gone),
-        "",
-        "nothing answers for {gone}"
-    );
+    for addr in &gone {
+        let holes = blackholes(&lab, "node-2", addr);
+        assert!(
+            holes.iter().any(|b| covers(b, addr)),
+            "node-2 blackholes {addr}: {holes:?}"
+        );
+        assert_routed_to_host(&lab, daemon, addr, &fabric_address_like(2, addr));
+        assert_eq!(
+            greeting_from_tor(&lab, addr),
+            "",
+            "nothing answers for {addr}"
+        );
+    }
 
     // `lab down` finds the daemon by its namespace, without the state file.
     let root = std::env::var("TABBY_LAB_DIR").unwrap_or_else(|_| "/run/tabby/lab".to_owned());
@@ -552,7 +666,15 @@ fn tor_lab(tag: &str, daemon: &str, tools: &[&str], sessions: &str) {
 #[test]
 fn a_bird_tor_learns_the_workloads_over_ebgp_and_reaches_them() {
     if tabby_test_util::root_or_skip("a_bird_tor_learns_the_workloads_over_ebgp_and_reaches_them") {
-        tor_lab("tb", "bird", &["bird", "birdc"], "node_2     BGP");
+        tor_lab(
+            "tb",
+            "bird",
+            &["bird", "birdc"],
+            [
+                &["node_2", "BGP", "Established"],
+                &["node_2_v6", "BGP", "Established"],
+            ],
+        );
     }
 }
 
@@ -560,7 +682,15 @@ fn a_bird_tor_learns_the_workloads_over_ebgp_and_reaches_them() {
 fn a_gobgp_tor_learns_the_workloads_over_ebgp_and_reaches_them() {
     if tabby_test_util::root_or_skip("a_gobgp_tor_learns_the_workloads_over_ebgp_and_reaches_them")
     {
-        tor_lab("tg", "gobgp", &["gobgpd", "gobgp"], "172.30.0.12 64512");
+        tor_lab(
+            "tg",
+            "gobgp",
+            &["gobgpd", "gobgp"],
+            [
+                &["172.30.0.12", "64512", "Establ"],
+                &["fd00:172:30::12", "64512", "Establ"],
+            ],
+        );
     }
 }
 
@@ -571,7 +701,10 @@ fn an_frr_tor_learns_the_workloads_over_ebgp_and_reaches_them() {
             "tf",
             "frr",
             &["/usr/lib/frr/bgpd", "/usr/lib/frr/zebra", "vtysh"],
-            "172.30.0.12     4      64512",
+            [
+                &["172.30.0.12", "4", "64512"],
+                &["fd00:172:30::12", "4", "64512"],
+            ],
         );
     }
 }

@@ -56,6 +56,10 @@ fn conf(state: &LabState, node: &str, pools: &[String]) -> String {
     if !pools.is_empty() {
         ipam["ipv4_pools"] = pools.into();
     }
+    if state.ipv6() {
+        // Dual stack, as a dual-stack cluster's network configuration asks.
+        ipam["assign_ipv6"] = "true".into();
+    }
     serde_json::json!({
         "cniVersion": "1.1.0",
         "name": NETWORK,

@@ -2,6 +2,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
+use crate::tor::TorState;
 
 fn state(nodes: usize, reflectors: usize) -> LabState {
     LabState {
@@ -18,6 +19,7 @@ fn state(nodes: usize, reflectors: usize) -> LabState {
                 name: format!("node-{i}"),
                 netns: format!("tabby-lab-t.node-{i}"),
                 address: Ipv4Addr::new(172, 30, 0, 10 + u8::try_from(i).unwrap()),
+                address_v6: None,
                 agent_pid: 0,
                 log: "x".into(),
             })
@@ -35,6 +37,7 @@ fn opts(nodes: usize, routing: Routing, reflectors: usize, tor: Option<TorDaemon
         routing,
         route_reflectors: reflectors,
         tor,
+        ipv6: false,
     }
 }
 
@@ -81,7 +84,7 @@ fn load(text: &str) -> Vec<tabby_model::Resource> {
 #[test]
 fn mesh_lab_resources_give_each_node_its_fabric_address_and_keep_the_mesh_on() {
     let s = state(3, 0);
-    let mut text: String = (0..3).map(|i| node_yaml(&s, i, 24)).collect();
+    let mut text: String = (0..3).map(|i| node_yaml(&s, i, 24, 64)).collect();
     text.push_str(&cluster_yaml(&s));
     let yaml = format!("{:?}", load(&text));
     assert!(
@@ -99,7 +102,7 @@ fn mesh_lab_resources_give_each_node_its_fabric_address_and_keep_the_mesh_on() {
 #[test]
 fn reflector_lab_marks_the_first_k_nodes_and_peers_the_rest_with_them_only() {
     let s = state(4, 1);
-    let mut text: String = (0..4).map(|i| node_yaml(&s, i, 24)).collect();
+    let mut text: String = (0..4).map(|i| node_yaml(&s, i, 24, 64)).collect();
     text.push_str(&cluster_yaml(&s));
     let resources = load(&text);
     let yaml = format!("{resources:?}");
@@ -128,7 +131,7 @@ fn reflector_lab_marks_the_first_k_nodes_and_peers_the_rest_with_them_only() {
 fn datastore_lab_resources_have_no_bgp() {
     let mut s = state(2, 0);
     s.routing = Routing::Datastore;
-    assert!(!node_yaml(&s, 0, 24).contains("bgp"));
+    assert!(!node_yaml(&s, 0, 24, 64).contains("bgp"));
     assert!(cluster_yaml(&s).is_empty());
 }
 
@@ -160,4 +163,43 @@ fn sessions_not_up_are_named_with_their_state_and_last_error() {
             .contains("no BGP speaker")
     );
     assert_eq!(parse_peers(r#"{"node":"n","routing":"datastore"}"#), None);
+}
+
+#[test]
+fn dual_stack_lab_resources_give_ipv6_addresses_and_a_v6_router_peer() {
+    let mut s = state(2, 0);
+    for (i, n) in s.nodes.iter_mut().enumerate() {
+        n.address_v6 = Some(format!("fd00:172:30::{}", 11 + i).parse().unwrap());
+    }
+    s.tor = Some(TorState {
+        daemon: TorDaemon::Bird,
+        netns: "tabby-lab-t.tor".to_owned(),
+        address: Ipv4Addr::new(172, 30, 0, 254),
+        address_v6: Some("fd00:172:30::254".parse().unwrap()),
+        asn: 65000,
+        log: "x".into(),
+    });
+    assert!(s.ipv6());
+    let mut text: String = (0..2).map(|i| node_yaml(&s, i, 24, 64)).collect();
+    text.push_str(&cluster_yaml(&s));
+    let yaml = format!("{:?}", load(&text));
+    assert!(
+        yaml.contains(r#"ipv6_address: Some("fd00:172:30::12/64")"#),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains(r#"peer_ip: Some("fd00:172:30::254")"#),
+        "{yaml}"
+    );
+    // node-1 waits for an IPv4 and an IPv6 session with node-2 and with the router.
+    let want: Vec<IpAddr> = [
+        "172.30.0.12",
+        "fd00:172:30::12",
+        "172.30.0.254",
+        "fd00:172:30::254",
+    ]
+    .iter()
+    .map(|a| a.parse().unwrap())
+    .collect();
+    assert_eq!(expected_peers(&s, 0), want);
 }

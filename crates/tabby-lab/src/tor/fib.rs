@@ -50,13 +50,26 @@ fn apply(prefix: &str, hop: Option<&str>) {
     }
 }
 
-/// Follows GoBGP's best paths (its API at `api`, `host:port`) and installs them in this
-/// namespace's kernel, until killed. A lost API connection (gobgpd still starting, or
-/// restarted) is retried.
+/// Follows GoBGP's best paths (its API at `api`, `host:port`) of both families and installs
+/// them in this namespace's kernel, until killed. A lost API connection (gobgpd still
+/// starting, or restarted) is retried.
 pub fn gobgp_fib(api: &str) -> Result<(), LabError> {
     let (host, port) = api
         .rsplit_once(':')
         .ok_or_else(|| LabError::Input(vec![format!("--api {api}: expected HOST:PORT")]))?;
+    let (host, port) = (host.to_owned(), port.to_owned());
+    let v6 = {
+        let (host, port) = (host.clone(), port.clone());
+        std::thread::spawn(move || follow(&host, &port, "ipv6"))
+    };
+    let v4 = follow(&host, &port, "ipv4");
+    // `follow` returns only when the client cannot be run at all.
+    let _ = v6.join();
+    v4
+}
+
+/// One family's best paths, for ever (see [`gobgp_fib`]).
+fn follow(host: &str, port: &str, family: &str) -> Result<(), LabError> {
     loop {
         let child = Command::new("gobgp")
             .args([
@@ -68,6 +81,8 @@ pub fn gobgp_fib(api: &str) -> Result<(), LabError> {
                 "global",
                 "rib",
                 "--current",
+                "-a",
+                family,
                 "-j",
             ])
             .stdin(Stdio::null())

@@ -21,6 +21,7 @@ fn lab(nodes: usize) -> LabState {
                 name: format!("node-{i}"),
                 netns: format!("tabby-lab-t.node-{i}"),
                 address: Ipv4Addr::new(172, 30, 0, 10 + i as u8),
+                address_v6: None,
                 agent_pid: 0,
                 log: PathBuf::new(),
             })
