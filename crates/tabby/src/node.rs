@@ -142,6 +142,14 @@ pub(crate) fn render(st: &NodeStatus) -> String {
         bgp.originated,
         bgp.learned,
     );
+    if let Some(d) = &bgp.tcp_md5 {
+        out += &format!(
+            "TCP MD5 drops in this namespace (kernel, all peers): {} with a wrong signature \
+             (the passwords differ), {} unsigned from a peer we have a password for, {} signed \
+             from a peer we have none for\n",
+            d.wrong, d.missing, d.unexpected
+        );
+    }
     if bgp.peers.is_empty() {
         out += "no BGP peers configured\n";
         return out;

@@ -982,6 +982,22 @@ fn bgp_peer_passwords_come_from_a_secret_and_a_wrong_one_says_why() {
     let tor = lab.peer(router).expect("tor");
     assert_ne!(tor["state"], "Established", "{tor}");
     assert!(!lab.bird_established());
+    // BIRD's signed SYNs carry the other password: the kernel counts them, and says so.
+    wait_for(
+        "the kernel's MD5 drop count in node status",
+        || lab.diag(),
+        || {
+            status(&lab.host_ns, true)
+                .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+                .and_then(|v| v["bgp"]["tcp_md5"]["wrong"].as_u64())
+                .is_some_and(|n| n > 0)
+        },
+    );
+    let table = status(&lab.host_ns, false).expect("status");
+    assert!(
+        table.contains("with a wrong signature (the passwords differ)"),
+        "{table}"
+    );
 
     // The Secret changes: the session restarts with the new key, comes up, and routes flow.
     tabby_ok(

@@ -49,6 +49,55 @@ pub struct BgpStatus {
     pub learned: usize,
     /// Every neighbour.
     pub peers: Vec<PeerReport>,
+    /// TCP MD5 drops counted by the kernel in the agent's network namespace, when any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_md5: Option<Md5Drops>,
+}
+
+/// TCP segments the kernel dropped over TCP MD5 in this network namespace since it was made
+/// (`/proc/net/netstat` TcpExt; counted for all peers together). A password mismatch is
+/// otherwise silent: the peer just never answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Md5Drops {
+    /// Signed with another key than ours (`TCPMD5Failure`): the passwords differ.
+    pub wrong: u64,
+    /// Unsigned from a peer we have a key for (`TCPMD5NotFound`): it has no password set.
+    pub missing: u64,
+    /// Signed from a peer we have no key for (`TCPMD5Unexpected`): only it has a password.
+    pub unexpected: u64,
+}
+
+impl Md5Drops {
+    /// The counters in `/proc/net/netstat` text; `None` when all are zero or absent.
+    pub fn parse(netstat: &str) -> Option<Self> {
+        let mut lines = netstat.lines();
+        while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+            let (Some(names), Some(values)) = (
+                names.strip_prefix("TcpExt:"),
+                values.strip_prefix("TcpExt:"),
+            ) else {
+                continue;
+            };
+            let counters: BTreeMap<&str, u64> = names
+                .split_whitespace()
+                .zip(values.split_whitespace())
+                .filter_map(|(n, v)| Some((n, v.parse().ok()?)))
+                .collect();
+            let get = |n: &str| counters.get(n).copied().unwrap_or(0);
+            let drops = Self {
+                wrong: get("TCPMD5Failure"),
+                missing: get("TCPMD5NotFound"),
+                unexpected: get("TCPMD5Unexpected"),
+            };
+            return (drops.wrong + drops.missing + drops.unexpected > 0).then_some(drops);
+        }
+        None
+    }
+
+    /// The counters of the caller's network namespace.
+    fn read() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/net/netstat").ok()?)
+    }
 }
 
 /// One neighbour.
@@ -249,6 +298,7 @@ impl StatusBoard {
                     originated,
                     learned,
                     peers,
+                    tcp_md5: Md5Drops::read(),
                 })
             }
         };
@@ -260,3 +310,6 @@ impl StatusBoard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
