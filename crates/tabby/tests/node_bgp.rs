@@ -200,6 +200,18 @@ fn two_hosts(net: &str) -> (NetNs, NetNs) {
 
 /// `tabby node run` for `node` inside `host`.
 fn run_agent(host: &NetNs, db: &Path, dir: &ScratchDir, node: &str) -> Agent {
+    run_agent_with(host, db, dir, node, &[], &[])
+}
+
+/// `tabby node run` with more arguments and environment.
+fn run_agent_with(
+    host: &NetNs,
+    db: &Path,
+    dir: &ScratchDir,
+    node: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Agent {
     Agent(
         Command::new("ip")
             .args(["netns", "exec", host.name(), TABBY, "--datastore"])
@@ -207,6 +219,8 @@ fn run_agent(host: &NetNs, db: &Path, dir: &ScratchDir, node: &str) -> Agent {
             .args(["node", "run", "--name", node, "--lock-dir"])
             .arg(dir.path())
             .args(["--metrics-addr", "127.0.0.1:9099"])
+            .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -1020,9 +1034,9 @@ fn bgp_peer_passwords_come_from_a_secret_and_a_wrong_one_says_why() {
 }
 
 #[test]
-fn two_agents_mesh_with_the_node_mesh_password_once_its_secret_exists() {
+fn two_agents_mesh_with_the_node_mesh_password_once_its_secret_exists_in_their_namespace() {
     if !tabby_test_util::root_or_skip(
-        "two_agents_mesh_with_the_node_mesh_password_once_its_secret_exists",
+        "two_agents_mesh_with_the_node_mesh_password_once_its_secret_exists_in_their_namespace",
     ) {
         return;
     }
@@ -1047,8 +1061,11 @@ items:
         ),
     );
     let (host_a, host_b) = two_hosts(&net);
-    let _agent_a = run_agent(&host_a, &db, &dir, "node-a");
-    let _agent_b = run_agent(&host_b, &db, &dir, "node-b");
+    // Secrets from kube-system (a manifest-style install): by flag on a, by environment on b.
+    let ns = ["--bgp-secret-namespace", "kube-system"];
+    let _agent_a = run_agent_with(&host_a, &db, &dir, "node-a", &ns, &[]);
+    let env = [("TABBY_BGP_SECRET_NAMESPACE", "kube-system")];
+    let _agent_b = run_agent_with(&host_b, &db, &dir, "node-b", &[], &env);
     let (a_ip, b_ip) = (format!("{net}.1"), format!("{net}.2"));
     let diag = || {
         format!(
@@ -1057,7 +1074,7 @@ items:
             status(&host_b, false).unwrap_or_default()
         )
     };
-    let missing = "password Secret \"calico-system/mesh\" not found";
+    let missing = "password Secret \"kube-system/mesh\" not found";
     wait_for("both agents to name the missing Secret", diag, || {
         [(&host_a, &b_ip), (&host_b, &a_ip)]
             .iter()
@@ -1066,7 +1083,7 @@ items:
     tabby_ok(
         &db,
         &["apply", "-f", "-"],
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: mesh, namespace: calico-system}\n\
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: mesh, namespace: kube-system}\n\
          data: {password: bWVzaC1wYXNzd29yZA==}\n",
     );
     wait_for("the signed mesh session on both agents", diag, || {
