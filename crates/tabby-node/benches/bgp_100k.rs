@@ -17,7 +17,7 @@
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt as _;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,7 @@ use tabby_model::{LoadOptions, load};
 use tabby_node::Dataplane;
 use tabby_node::bgp::{Bgp, BgpInputs, Routing, StatusBoard};
 use tabby_test_util::ScratchDir;
+use tabby_test_util::bird::Bird;
 
 const N: usize = 100_000;
 const SRC: &str = "192.168.98.2";
@@ -64,78 +65,6 @@ fn rss_kib(pid: u32) -> u64 {
 
 fn mib(kib: u64) -> f64 {
     (kib as f64 / 1024.0 * 10.0).round() / 10.0
-}
-
-/// A BIRD in a namespace, killed on drop.
-struct Bird {
-    child: Child,
-    ns: String,
-    sock: String,
-}
-
-impl Bird {
-    fn start(dir: &ScratchDir, ns: &NetNs, name: &str, conf: &str) -> Self {
-        let path = dir.file(&format!("{name}.conf"));
-        std::fs::write(&path, conf).expect("write bird.conf");
-        let sock = dir
-            .file(&format!("{name}.ctl"))
-            .to_string_lossy()
-            .into_owned();
-        // `ip netns exec` execs BIRD in place: the child's pid is BIRD's.
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns.name(), "bird", "-f", "-c"])
-            .arg(&path)
-            .args(["-s", &sock])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start bird");
-        let bird = Self {
-            child,
-            ns: ns.name().to_owned(),
-            sock,
-        };
-        bird.wait("its control socket", |b| !b.birdc("show status").is_empty());
-        bird
-    }
-
-    fn birdc(&self, cmd: &str) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "birdc", "-s", &self.sock, cmd])
-            .output()
-            .expect("birdc");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Routes from protocol `p` in BIRD's table.
-    fn count(&self, p: &str) -> usize {
-        let out = self.birdc(&format!("show route protocol {p} count"));
-        out.lines()
-            .find_map(|l| l.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn wait(&self, what: &str, done: impl Fn(&Self) -> bool) {
-        let start = Instant::now();
-        while !done(self) {
-            assert!(
-                start.elapsed() < LIMIT,
-                "BIRD: timed out waiting for {what}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        rss_kib(self.child.id())
-    }
-}
-
-impl Drop for Bird {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn bird_conf(me: &str, peer: &str, statics: Option<Ipv4Addr>, kernel: bool) -> String {
@@ -249,7 +178,7 @@ fn tabby_side(src: &Bird) -> Vec<String> {
     bgp.observe(&deltas, false);
     // The bench's own input is not the agent's memory (BIRD parsed its statics before too).
     drop(deltas);
-    src.wait("tabby's routes", |b| b.count("t") >= N);
+    src.wait("tabby's routes", LIMIT, |b| b.routes_of("t") >= N);
     let took = t0.elapsed().as_secs_f64();
     let rss1 = rss_kib(me);
     out.push(figure(
@@ -322,7 +251,7 @@ fn main() {
     let node_ns = node(&src_ns);
     let src = Bird::start(
         &dir,
-        &src_ns,
+        src_ns.name(),
         "src",
         &bird_conf(SRC, NODE, Some(Ipv4Addr::new(100, 64, 0, 0)), false),
     );
@@ -334,7 +263,7 @@ fn main() {
     }
     // A fresh node namespace: the old one goes with tabby's routes and its end of the link.
     drop(node_ns);
-    src.wait("tabby's routes to go", |b| b.count("t") == 0);
+    src.wait("tabby's routes to go", LIMIT, |b| b.routes_of("t") == 0);
     // The kernel takes a namespace (and the link end in `src`) down asynchronously.
     let t0 = Instant::now();
     while Command::new("ip")
@@ -352,19 +281,17 @@ fn main() {
     // BIRD as the node, same steps.
     let node = Bird::start(
         &dir,
-        &node_ns,
+        node_ns.name(),
         "node",
         &bird_conf(NODE, SRC, Some(Ipv4Addr::new(10, 64, 0, 0)), true),
     );
-    node.wait("the session", |b| {
-        b.birdc("show protocols t").contains("Established")
-    });
-    let rss0 = node.rss_kib();
+    node.wait("the session", LIMIT, |b| b.established("t"));
+    let rss0 = rss_kib(node.pid());
     let t0 = Instant::now();
     assert!(node.birdc("enable st").contains("enabled"));
-    src.wait("BIRD's routes", |b| b.count("t") >= N);
+    src.wait("BIRD's routes", LIMIT, |b| b.routes_of("t") >= N);
     let took = t0.elapsed().as_secs_f64();
-    let rss1 = node.rss_kib();
+    let rss1 = rss_kib(node.pid());
     println!(
         "{}",
         figure(
@@ -376,7 +303,7 @@ fn main() {
         )
     );
 
-    let rss0 = node.rss_kib();
+    let rss0 = rss_kib(node.pid());
     let t0 = Instant::now();
     assert!(src.birdc("enable st").contains("enabled"));
     while kernel_count(&node_ns, "bird") < N {
@@ -384,13 +311,13 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let took = t0.elapsed().as_secs_f64();
-    let rss1 = node.rss_kib();
+    let rss1 = rss_kib(node.pid());
     println!(
         "{}",
         figure("bgp_receive", "bird", took, rss1.saturating_sub(rss0), rss1)
     );
 
-    let rss0 = node.rss_kib();
+    let rss0 = rss_kib(node.pid());
     let t0 = Instant::now();
     assert!(src.birdc("disable st").contains("disabled"));
     while kernel_count(&node_ns, "bird") > 0 {
@@ -398,7 +325,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let took = t0.elapsed().as_secs_f64();
-    let rss1 = node.rss_kib();
+    let rss1 = rss_kib(node.pid());
     println!(
         "{}",
         figure(

@@ -1,6 +1,7 @@
 //! Test fixtures shared by tabby's crates, so that no crate copies another's: scratch folders
-//! that remove themselves, and the locator for the external conformance vectors in
-//! `../shared/conformance/` (read in place, never copied into the project).
+//! that remove themselves, the locator for the external conformance vectors in
+//! `../shared/conformance/` (read in place, never copied into the project), and BIRD 2 as a
+//! real BGP neighbour ([`bird`]).
 //!
 //! Only tests and benchmarks depend on this crate; production code must not.
 
@@ -12,6 +13,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
+
+pub mod bird;
 
 /// A folder for one test's files, unique per process and call, removed on drop (also when the
 /// test panics).
