@@ -58,7 +58,7 @@ pub use crate::probe::{ProbeProtocol, ProbeSpec, RealMatrix, sctp_supported};
 pub use crate::routing::{CLUSTER_AS, Routing};
 pub use crate::serve::{ServePort, serve};
 pub use crate::state::{LabState, NodeState, WorkloadKind, WorkloadState};
-pub use crate::tor::{TOR_AS, TorDaemon, TorState, gobgp_fib};
+pub use crate::tor::{OUTSIDE_V4, OUTSIDE_V6, TOR_AS, TorDaemon, TorState, gobgp_fib};
 
 use crate::state::StateFile;
 

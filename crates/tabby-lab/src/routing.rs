@@ -360,6 +360,27 @@ impl Lab {
             }
         }
         if let Some(tor) = &self.state.tor {
+            // Every node routes the router's outside networks through it (learned over eBGP).
+            for node in &self.state.nodes {
+                for (outside, via) in crate::tor::outside_routes(tor) {
+                    loop {
+                        let got = tabby_route_to(node, outside)?;
+                        if got == Some(Some(via)) {
+                            break;
+                        }
+                        if Instant::now() >= deadline {
+                            return Err(LabError::NotReady {
+                                what: format!("the route to the outside on {}", node.name),
+                                reason: format!(
+                                    "{outside} is not routed via the router ({via}) after {timeout:?} ({got:?}); its log: {}",
+                                    node.log.display()
+                                ),
+                            });
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            }
             // The router must send a workload's traffic straight to its host: nodes pass on
             // the routes they learned from each other with the originating node as a
             // third-party next hop (all share the fabric), as Calico's BIRD does.

@@ -1,7 +1,10 @@
 //! The lab's top-of-rack router: a namespace on the fabric running BIRD, GoBGP or FRR with
 //! its own AS, which every node peers with over eBGP (a global BGPPeer), so that workload
 //! routes reach "the rest of the data centre" and traffic from outside the cluster reaches
-//! workloads. It must not program the nodes: they learn nothing from it.
+//! workloads. In return it advertises that outside: a network of its own ([`OUTSIDE_V4`],
+//! [`OUTSIDE_V6`] in a dual-stack lab, on an interface of its own with a server on TCP/8080), so
+//! routes flow both ways and workloads reach it by what their nodes learned. It must not
+//! program the nodes itself: they learn only that network from it, over BGP.
 
 mod cli;
 mod fib;
@@ -15,6 +18,7 @@ use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use tabby_dataplane::netns::NETNS_DIR;
 
@@ -90,6 +94,13 @@ impl fmt::Display for TorState {
 
 /// The router's AS (a private one, outside the cluster's).
 pub const TOR_AS: u32 = 65000;
+/// "The rest of the data centre": the network the router advertises to the nodes (a
+/// documentation prefix), with the router at `.1` serving TCP/8080.
+pub const OUTSIDE_V4: &str = "203.0.113.0/24";
+/// Its IPv6 counterpart in a dual-stack lab, the router at `::1`.
+pub const OUTSIDE_V6: &str = "2001:db8:203::/64";
+/// The interface holding the outside network on the router.
+const OUTSIDE_IF: &str = "outside";
 /// Its host number on the fabric (nodes are .11 to .60, the bridge .1).
 pub(crate) const TOR_HOST: u8 = 254;
 /// Where gobgpd's API listens, inside the router's namespace.
@@ -127,34 +138,41 @@ fn bird_name(node: &str) -> String {
 
 fn bird_conf(tor: &TorState, nodes: &[NodeState]) -> String {
     let mut text = format!(
-        r"router id {me};
+        r#"router id {me};
 log stderr all;
 protocol device {{ }}
 # Learned workload routes go to this namespace's kernel, so traffic from here reaches them.
 protocol kernel kernel4 {{ ipv4 {{ import none; export where source = RTS_BGP; }}; }}
+# The outside network, advertised to the nodes (nothing else is).
+protocol direct outside {{ ipv4; {v6channel} interface "{OUTSIDE_IF}"; }}
 template bgp nodes {{
   local {me} as {asn};
   connect delay time 1;
   connect retry time 2;
   error wait time 1,5;
-  ipv4 {{ import all; export none; }};
+  ipv4 {{ import all; export where proto = "outside"; }};
 }}
-",
+"#,
+        v6channel = if tor.address_v6.is_some() {
+            "ipv6;"
+        } else {
+            ""
+        },
         me = tor.address,
         asn = tor.asn
     );
     if let Some(me6) = tor.address_v6 {
         // IPv6 routes come over sessions between IPv6 addresses, as Calico's BIRD6 runs them.
         text.push_str(&format!(
-            r"protocol kernel kernel6 {{ ipv6 {{ import none; export where source = RTS_BGP; }}; }}
+            r#"protocol kernel kernel6 {{ ipv6 {{ import none; export where source = RTS_BGP; }}; }}
 template bgp nodes6 {{
   local {me6} as {asn};
   connect delay time 1;
   connect retry time 2;
   error wait time 1,5;
-  ipv6 {{ import all; export none; }};
+  ipv6 {{ import all; export where proto = "outside"; }};
 }}
-",
+"#,
             asn = tor.asn
         ));
     }
@@ -196,10 +214,24 @@ fn gobgp_conf(tor: &TorState, nodes: &[NodeState]) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     let mut text = format!(
-        "[global.config]\n  as = {asn}\n  router-id = \"{me}\"\n  local-address-list = [{locals}]\n[global.apply-policy.config]\n  default-export-policy = \"reject-route\"\n",
+        "[global.config]\n  as = {asn}\n  router-id = \"{me}\"\n  local-address-list = [{locals}]\n[global.apply-policy.config]\n  export-policy-list = [\"outside-only\"]\n  default-export-policy = \"reject-route\"\n",
         me = tor.address,
         asn = tor.asn
     );
+    // Only the outside network goes to the nodes (the lab adds it to the RIB once gobgpd
+    // runs: GoBGP's configuration cannot originate routes).
+    let outside = outside_networks(tor);
+    for (i, net) in outside.iter().enumerate() {
+        text.push_str(&format!(
+            "[[defined-sets.prefix-sets]]\n  prefix-set-name = \"outside{i}\"\n  [[defined-sets.prefix-sets.prefix-list]]\n    ip-prefix = \"{net}\"\n"
+        ));
+    }
+    text.push_str("[[policy-definitions]]\n  name = \"outside-only\"\n");
+    for i in 0..outside.len() {
+        text.push_str(&format!(
+            "  [[policy-definitions.statements]]\n    name = \"outside{i}\"\n    [policy-definitions.statements.conditions.match-prefix-set]\n      prefix-set = \"outside{i}\"\n    [policy-definitions.statements.actions]\n      route-disposition = \"accept-route\"\n"
+        ));
+    }
     for (a, family) in neighbours(tor, nodes) {
         text.push_str(&format!(
             "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{a}\"\n    peer-as = {CLUSTER_AS}\n  [neighbors.timers.config]\n    connect-retry = 2\n  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{family}-unicast\"\n",
@@ -210,9 +242,9 @@ fn gobgp_conf(tor: &TorState, nodes: &[NodeState]) -> String {
 
 fn frr_conf(tor: &TorState, nodes: &[NodeState]) -> String {
     // bgp-peers.md: FRR >= 7.4 drops eBGP routes without a policy unless told otherwise. The
-    // router tells the nodes nothing: they have their default route.
+    // router tells the nodes only of the outside network.
     let mut text = format!(
-        "frr defaults traditional\nhostname tor\nlog stdout informational\nroute-map NOTHING deny 10\nexit\nrouter bgp {asn}\n bgp router-id {me}\n no bgp ebgp-requires-policy\n",
+        "frr defaults traditional\nhostname tor\nlog stdout informational\nip prefix-list OUTSIDE seq 5 permit {OUTSIDE_V4}\nipv6 prefix-list OUTSIDE6 seq 5 permit {OUTSIDE_V6}\nroute-map OUTSIDE-ipv4 permit 10\n match ip address prefix-list OUTSIDE\nexit\nroute-map OUTSIDE-ipv6 permit 10\n match ipv6 address prefix-list OUTSIDE6\nexit\nrouter bgp {asn}\n bgp router-id {me}\n no bgp ebgp-requires-policy\n",
         me = tor.address,
         asn = tor.asn
     );
@@ -223,12 +255,19 @@ fn frr_conf(tor: &TorState, nodes: &[NodeState]) -> String {
     }
     // Each session carries its own family (FRR activates every neighbour for IPv4 unless
     // told otherwise).
+    let outside = outside_networks(tor);
     for family in ["ipv4", "ipv6"] {
         text.push_str(&format!(" address-family {family} unicast\n"));
+        for net in outside
+            .iter()
+            .filter(|n| (family == "ipv4") == n.addr().is_ipv4())
+        {
+            text.push_str(&format!("  network {net}\n"));
+        }
         for (a, f) in neighbours(tor, nodes) {
             if f == family {
                 text.push_str(&format!(
-                    "  neighbor {a} activate\n  neighbor {a} route-map NOTHING out\n"
+                    "  neighbor {a} activate\n  neighbor {a} route-map OUTSIDE-{family} out\n"
                 ));
             } else if family == "ipv4" {
                 text.push_str(&format!("  no neighbor {a} activate\n"));
@@ -238,6 +277,163 @@ fn frr_conf(tor: &TorState, nodes: &[NodeState]) -> String {
     }
     text.push_str("exit\n");
     text
+}
+
+/// The outside networks of the router: IPv4, and IPv6 in a dual-stack lab.
+fn outside_networks(tor: &TorState) -> Vec<IpNet> {
+    std::iter::once(OUTSIDE_V4)
+        .chain(tor.address_v6.map(|_| OUTSIDE_V6))
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+/// The router's address in each outside network, with its fabric address of that family
+/// (where the nodes' routes to the outside must point).
+pub(crate) fn outside_routes(tor: &TorState) -> Vec<(IpAddr, IpAddr)> {
+    outside_networks(tor)
+        .iter()
+        .filter_map(|net| {
+            let host = outside_host(net).addr();
+            let via = match host {
+                IpAddr::V4(_) => IpAddr::V4(tor.address),
+                IpAddr::V6(_) => IpAddr::V6(tor.address_v6?),
+            };
+            Some((host, via))
+        })
+        .collect()
+}
+
+/// The router's own address in an outside network (the first host).
+fn outside_host(net: &IpNet) -> IpNet {
+    let host = match net.network() {
+        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) + 1)),
+        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a) + 1)),
+    };
+    IpNet::new(host, net.prefix_len()).unwrap_or(*net)
+}
+
+/// Makes the outside network on the router: an interface holding the router's address
+/// of each outside network, and a server on TCP/8080 that greets with `outside`.
+fn make_outside(config: &LabConfig, tor: &TorState) -> Result<(), LabError> {
+    // A veth pair, both ends in the router (this kernel has no dummy interfaces): one end
+    // holds the addresses, the other keeps the link up.
+    let mut steps: Vec<Vec<String>> = vec![
+        [
+            "link",
+            "add",
+            OUTSIDE_IF,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "outside-end",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ["link", "set", "outside-end", "up"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for net in outside_networks(tor) {
+        steps.push(vec![
+            "addr".into(),
+            "add".into(),
+            outside_host(&net).to_string(),
+            "dev".into(),
+            OUTSIDE_IF.into(),
+            "nodad".into(),
+        ]);
+    }
+    steps.push(vec![
+        "link".into(),
+        "set".into(),
+        OUTSIDE_IF.into(),
+        "up".into(),
+    ]);
+    for args in steps {
+        let out = Command::new("ip")
+            .args(["-n", &tor.netns])
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|error| LabError::Spawn {
+                what: "ip (iproute2)".to_owned(),
+                error,
+            })?;
+        if !out.status.success() {
+            return Err(LabError::NotReady {
+                what: "the router's outside network".to_owned(),
+                reason: format!(
+                    "ip {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            });
+        }
+    }
+    spawn(
+        tor,
+        "the outside server",
+        config.tabby_bin.as_os_str(),
+        &[
+            "lab",
+            "serve",
+            "--workload",
+            "outside",
+            "--port",
+            "TCP/8080",
+        ]
+        .map(OsStr::new),
+    )
+}
+
+/// GoBGP cannot originate routes from its configuration: adds the outside networks to its
+/// RIB through its API, retrying while gobgpd starts.
+fn gobgp_originate(tor: &TorState) -> Result<(), LabError> {
+    let path = Path::new(NETNS_DIR).join(&tor.netns);
+    for net in outside_networks(tor) {
+        let family = if net.addr().is_ipv4() { "ipv4" } else { "ipv6" };
+        let prefix = net.to_string();
+        let deadline = Instant::now() + DAEMON_READY;
+        loop {
+            let mut cmd = Command::new("gobgp");
+            cmd.args([
+                "-u",
+                "127.0.0.1",
+                "-p",
+                GOBGP_PORT,
+                "global",
+                "rib",
+                "add",
+                &prefix,
+                "-a",
+                family,
+            ])
+            .stdin(Stdio::null());
+            let out =
+                tabby_dataplane::netns::run_in(&path, move || cmd.output())?.map_err(|error| {
+                    LabError::Spawn {
+                        what: "gobgp (the GoBGP client)".to_owned(),
+                        error,
+                    }
+                })?;
+            if out.status.success() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(LabError::NotReady {
+                    what: "gobgpd".to_owned(),
+                    reason: format!(
+                        "adding {prefix} to its RIB failed for {DAEMON_READY:?}: {}; its log: {}",
+                        String::from_utf8_lossy(&out.stderr).trim(),
+                        tor.log.display()
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
 }
 
 /// Writes a file the daemon (which may drop to another user, as FRR's do) can read.
@@ -298,6 +494,7 @@ pub(crate) fn start(
 ) -> Result<(), LabError> {
     let dir = dir.join("tor");
     std::fs::create_dir_all(&dir).map_err(LabError::io("create", &dir))?;
+    make_outside(config, tor)?;
     let os = |p: &Path| p.as_os_str().to_owned();
     match tor.daemon {
         TorDaemon::Bird => {
@@ -346,7 +543,8 @@ pub(crate) fn start(
                     OsStr::new("--api"),
                     OsStr::new(GOBGP_API),
                 ],
-            )
+            )?;
+            gobgp_originate(tor)
         }
         TorDaemon::Frr => {
             let space = frr_pathspace(lab);
@@ -416,3 +614,6 @@ fn make_frr_pathspace(space: &Path) -> Result<(), LabError> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

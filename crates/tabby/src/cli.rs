@@ -258,7 +258,8 @@ reflectors (routeReflectorClusterID 244.0.0.1, label route-reflector=true), turn
 and adds a BGPPeer so that the other nodes peer only with them. `--tor bird|gobgp|frr` adds a
 top-of-rack router (tabby-lab-LAB.tor, 172.30.0.254, AS 65000) running that daemon, which every
 node peers with over eBGP (a global BGPPeer); it installs the workload routes in its kernel, so
-`tabby lab exec tor -- ...` reaches workloads from outside the cluster. `datastore`: agents
+`tabby lab exec tor -- ...` reaches workloads from outside the cluster, and advertises the
+outside (203.0.113.0/24, a server on 203.0.113.1 TCP/8080) that the nodes route through it. `datastore`: agents
 program routes to each other's workloads from the Node resources and run no BGP.
 The agents start together; `lab up` returns once every agent is ready and every BGP session is
 Established (or fails naming each node's peers that are not, with their state and last error).

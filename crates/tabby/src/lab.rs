@@ -426,6 +426,15 @@ fn status(lab: &Lab) -> String {
             },
             s.name
         ));
+        text.push_str(&format!(
+            "  it advertises the outside, {}{} (its server: .1 TCP/8080)\n",
+            tabby_lab::OUTSIDE_V4,
+            if s.ipv6() {
+                format!(" and {}", tabby_lab::OUTSIDE_V6)
+            } else {
+                String::new()
+            }
+        ));
         match lab.tor_sessions() {
             Ok(Some(sessions)) if n > 0 => {
                 text.push_str(&sessions);

@@ -529,7 +529,8 @@ fn assert_routed_to_host(lab: &TestLab, daemon: &str, addr: &str, host: &str) {
 /// A dual-stack lab with a `daemon` router: every node has an IPv4 and an IPv6 session with
 /// it (as Calico's BIRD and BIRD6); it learns both nodes' pods over eBGP, IPv4 and IPv6, with
 /// each pod's host as next hop, reaches them from outside the cluster with no ICMP redirect,
-/// keeps routing a removed pod's addresses to its host (whose blackholes stop them), and `lab
+/// advertises its own outside networks (both families) which the nodes route through it and
+/// pods reach, keeps routing a removed pod's addresses to its host (whose blackholes stop them), and `lab
 /// down` stops the daemon even when the lab's state file is gone (as after a crash).
 /// `sessions`: for node-2's IPv4 and IPv6 session, the words of a line of the daemon's own
 /// session view that `lab status` must show.
@@ -591,6 +592,32 @@ fn tor_lab(tag: &str, daemon: &str, tools: &[&str], sessions: [&[&str]; 2]) {
                 "{addr}"
             );
         }
+    }
+    // Routes flow the other way too: the router advertises its outside networks, the nodes
+    // route them through its address of each family, and pods reach its server there.
+    for i in 1..=2 {
+        let routes = tabby_routes(&lab, &format!("node-{i}"));
+        for (net, via) in [
+            ("203.0.113.0/24", "172.30.0.254"),
+            ("2001:db8:203::/64", "fd00:172:30::254"),
+        ] {
+            assert!(
+                routes.iter().any(|(d, g)| d == net && g == via),
+                "node-{i} routes {net} via the router ({via}): {routes:?}"
+            );
+        }
+    }
+    for outside in ["203.0.113.1", "2001:db8:203::1"] {
+        let script = format!("exec 3<>/dev/tcp/{outside}/8080 && head -1 <&3");
+        assert_eq!(
+            lab.ok(
+                &["exec", "p1", "--", "timeout", "5", "bash", "-c", &script],
+                ""
+            )
+            .trim(),
+            "outside",
+            "p1 reaches {outside} outside the cluster"
+        );
     }
     // Across hosts over IPv6 too.
     let script = format!("exec 3<>/dev/tcp/{}/8080 && head -1 <&3", v6[1]);

@@ -25,6 +25,10 @@ fn changes(line: &str) -> Vec<(String, Option<String>)> {
                 // NEXT_HOP (type 3), or MP_REACH_NLRI (type 14) for other families.
                 a.get("nexthop").and_then(|n| n.as_str()).map(str::to_owned)
             })?;
+            // A route GoBGP originates itself (the outside network) is already local.
+            if hop == "0.0.0.0" || hop == "::" {
+                return None;
+            }
             Some((prefix, Some(hop)))
         })
         .collect()
@@ -127,5 +131,16 @@ mod tests {
         assert_eq!(changes(del), vec![("10.55.0.0/24".to_owned(), None)]);
         assert!(changes("[]").is_empty());
         assert!(changes("not json").is_empty());
+        // IPv6 (MP_REACH_NLRI), and GoBGP's own route (the outside network), not installed.
+        let v6 = r#"[{"nlri":{"prefix":"fd00:192:168::8:1e1e:dd80/122"},"best":true,"attrs":[{"type":1,"value":0},{"type":14,"nexthop":"fd00:172:30::12","afi":2,"safi":1,"value":[{"prefix":"fd00:192:168::8:1e1e:dd80/122"}]}]}]"#;
+        assert_eq!(
+            changes(v6),
+            vec![(
+                "fd00:192:168::8:1e1e:dd80/122".to_owned(),
+                Some("fd00:172:30::12".to_owned())
+            )]
+        );
+        let own = r#"[{"nlri":{"prefix":"203.0.113.0/24"},"best":true,"attrs":[{"type":1,"value":0},{"type":3,"nexthop":"0.0.0.0"}]}]"#;
+        assert!(changes(own).is_empty());
     }
 }
