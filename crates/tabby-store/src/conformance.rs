@@ -38,7 +38,7 @@ pub fn run_all(factory: Factory<'_>) {
 /// `|tag| FIXTURE, |fixture| FRESH` makes each test's fixture from its name, then hands the
 /// check a factory that evaluates `FRESH` (a fresh, empty store) with the fixture in scope.
 ///
-/// ```ignore
+/// ```text
 /// tabby_store::conformance_tests!(|tag| EtcdFixture::start(tag, 1), |etcd| etcd.fresh());
 /// ```
 #[macro_export]

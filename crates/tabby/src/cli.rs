@@ -87,7 +87,7 @@ Examples:
   tabby get ippools                        a table of pools
   tabby get gnp deny-db -o yaml            one policy as YAML (apply-able as is)
   tabby get np -A -o wide                  policies of every namespace, more columns
-  tabby get all -A                         everything stored
+  tabby get all -A                         everything stored but Secrets
 
 ", kinds_help!()))]
     Get(GetArgs),

@@ -145,7 +145,13 @@ fn get(client: &Client, args: &GetArgs) -> Result<ExitCode> {
         if !args.names.is_empty() {
             bail!("`get all` takes no names; name a kind to get objects by name");
         }
-        Kind::ALL.to_vec()
+        // As `kubectl get all`: Secrets are listed only when asked for by kind, so that a
+        // dump of everything does not carry BGP passwords.
+        Kind::ALL
+            .iter()
+            .copied()
+            .filter(|k| *k != Kind::Secret)
+            .collect()
     } else {
         vec![parse_kind(&args.kind)?]
     };

@@ -229,5 +229,11 @@ fn a_secret_applies_on_sqlite_and_etcd_and_get_shows_no_value() {
         assert!(!err.contains("hunter3"), "{err}");
         let (all, _) = ok(&url, &["get", "secrets", "-A"]);
         assert!(!all.contains("other"), "{all}");
+        // `get all` leaves Secrets out, as kubectl does.
+        let (everything, _) = ok(&url, &["get", "all", "-A", "-o", "yaml"]);
+        assert!(
+            !everything.contains("bgp-secrets") && !everything.contains("aHVudGVyMi1wdw"),
+            "{everything}"
+        );
     }
 }
