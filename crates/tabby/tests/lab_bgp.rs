@@ -256,37 +256,38 @@ fn a_reflector_lab_peers_the_other_nodes_only_with_the_reflector() {
     ) {
         return;
     }
-    let lab = TestLab::up_with("br", &["--nodes", "4", "--route-reflectors", "1"]);
+    // Dual stack: the reflector reflects IPv6 routes over IPv6 sessions too.
+    let lab = TestLab::up_with("br", &["--nodes", "4", "--route-reflectors", "1", "--ipv6"]);
     let status = lab.ok(&["status"], "");
     assert!(status.contains("1 route reflector, AS 64512"), "{status}");
     let rr = node_status(&lab, "node-1");
     assert_eq!(rr["bgp"]["cluster_id"], "244.0.0.1", "{rr}");
     let mut clients = peers(&rr);
     clients.sort();
+    let v6 = |j: usize| format!("fd00:172:30::{}", 10 + j);
+    let peer = |addr: String, kind: &str| (addr, kind.to_owned(), "Established".to_owned());
     assert_eq!(
         clients,
         (2..=4)
-            .map(|j| (
-                fabric_address(j),
-                "reflector-client".to_owned(),
-                "Established".to_owned()
-            ))
+            .map(|j| peer(fabric_address(j), "reflector-client"))
+            .chain((2..=4).map(|j| peer(v6(j), "reflector-client")))
             .collect::<Vec<_>>()
     );
     for i in 2..=4 {
         let st = node_status(&lab, &format!("node-{i}"));
+        let mut seen = peers(&st);
+        seen.sort();
         assert_eq!(
-            peers(&st),
-            vec![(
-                fabric_address(1),
-                "reflector".to_owned(),
-                "Established".to_owned()
-            )],
-            "node-{i} peers only with the reflector"
+            seen,
+            vec![
+                peer(fabric_address(1), "reflector"),
+                peer(v6(1), "reflector")
+            ],
+            "node-{i} peers only with the reflector, once per family"
         );
     }
     lab.load(&pods(4), false);
-    // Reflected routes keep the originating node as next hop.
+    // Reflected routes keep the originating node as next hop, for both families.
     assert_learned_everywhere(&lab, 4);
     assert_all_reach(&lab);
 }
