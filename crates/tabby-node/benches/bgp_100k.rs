@@ -27,8 +27,8 @@ use tabby_dataplane::{Config, FakeNft, NetNs, RtNetlink};
 use tabby_model::{LoadOptions, load};
 use tabby_node::Dataplane;
 use tabby_node::bgp::{Bgp, BgpInputs, Routing, StatusBoard};
-use tabby_test_util::ScratchDir;
 use tabby_test_util::bird::Bird;
+use tabby_test_util::{ScratchDir, veth_eth0};
 
 const N: usize = 100_000;
 const SRC: &str = "192.168.98.2";
@@ -42,16 +42,7 @@ fn prefix(base: Ipv4Addr, i: usize) -> IpNet {
 }
 
 fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&tabby_test_util::sh(args).stdout).into_owned()
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -343,21 +334,7 @@ fn main() {
 /// A node namespace linked to `src` by a veth pair, `eth0` on both ends.
 fn node(src: &NetNs) -> NetNs {
     let ns = NetNs::new("tbgpb-node").expect("namespace");
-    sh(&[
-        "ip",
-        "-n",
-        src.name(),
-        "link",
-        "add",
-        "eth0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        ns.name(),
-    ]);
+    veth_eth0(src.name(), ns.name());
     sh(&[
         "ip",
         "-n",

@@ -128,6 +128,29 @@ pub fn read_jsonl(path: &Path) -> Vec<(usize, Value)> {
     rows
 }
 
+/// Runs a command, which must succeed: panics with the command and its standard error
+/// otherwise. Returns its output.
+pub fn sh(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Joins network namespaces `a` and `b` (by name) with a veth pair named `eth0` at both ends,
+/// left down and without addresses.
+pub fn veth_eth0(a: &str, b: &str) {
+    sh(&[
+        "ip", "-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b,
+    ]);
+}
+
 /// Runs a command with `input` on its standard input and collects its output.
 pub fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
     let mut child = cmd

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, setns};
-use tabby_test_util::ScratchDir;
+use tabby_test_util::{ScratchDir, sh, veth_eth0};
 
 /// Whether root-only tests can run here. Not root: skip, except under CI, where it is a
 /// failure (CI runs as root and must run them).
@@ -49,15 +49,6 @@ fn run(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("running {args:?}: {e}"))
 }
 
-fn must(args: &[&str]) {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Namespace `tabby` (where the speaker runs, address `<net>.1`) and `peer` (the daemon,
 /// `<net>.2`), on a /24 of the given prefix, plus IPv6 `2001:db8:<tag>::1` and `::2` /64.
 pub(crate) struct Topo {
@@ -87,29 +78,15 @@ impl Topo {
         // From here on, Drop cleans up whatever was made.
         for ns in [&topo.tabby_ns, &topo.peer_ns] {
             let _ = run(&["ip", "netns", "del", ns]);
-            must(&["ip", "netns", "add", ns]);
-            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            sh(&["ip", "netns", "add", ns]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
-        must(&[
-            "ip",
-            "-n",
-            &topo.tabby_ns,
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &topo.peer_ns,
-        ]);
+        veth_eth0(&topo.tabby_ns, &topo.peer_ns);
         for (ns, v4, v6) in [
             (&topo.tabby_ns, &topo.tabby_v4, &topo.tabby_v6),
             (&topo.peer_ns, &topo.peer_v4, &topo.peer_v6),
         ] {
-            must(&[
+            sh(&[
                 "ip",
                 "-n",
                 ns,
@@ -119,7 +96,7 @@ impl Topo {
                 "dev",
                 "eth0",
             ]);
-            must(&[
+            sh(&[
                 "ip",
                 "-n",
                 ns,
@@ -130,7 +107,7 @@ impl Topo {
                 "eth0",
                 "nodad",
             ]);
-            must(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+            sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
         }
         topo
     }

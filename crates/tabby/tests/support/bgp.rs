@@ -11,26 +11,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tabby_dataplane::NetNs;
-use tabby_test_util::ScratchDir;
 use tabby_test_util::bird::Bird;
+pub(crate) use tabby_test_util::sh;
+use tabby_test_util::{ScratchDir, veth_eth0};
 
 use crate::host::{Agent, TABBY, tabby_ok};
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(40);
-
-/// Runs a command, which must succeed.
-pub(crate) fn sh(args: &[&str]) -> Output {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// Runs a command inside a namespace, which must succeed.
 pub(crate) fn in_ns(ns: &NetNs, args: &[&str]) -> Output {
@@ -101,21 +88,7 @@ pub(crate) fn wait_for(what: &str, diag: impl Fn() -> String, mut done: impl FnM
 /// Joins two namespaces with a veth pair (`eth0` in both, /24 addresses), lo up, forwarding
 /// on, and no default route.
 pub(crate) fn link_pair(a: &NetNs, a_ip: &str, b: &NetNs, b_ip: &str) {
-    sh(&[
-        "ip",
-        "-n",
-        a.name(),
-        "link",
-        "add",
-        "eth0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        b.name(),
-    ]);
+    veth_eth0(a.name(), b.name());
     for (ns, ip) in [(a, a_ip), (b, b_ip)] {
         let cidr = format!("{ip}/24");
         sh(&["ip", "-n", ns.name(), "addr", "add", &cidr, "dev", "eth0"]);
