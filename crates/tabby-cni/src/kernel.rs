@@ -86,6 +86,7 @@ impl Plumbing for KernelPlumbing {
                 &host,
                 &sysctls,
                 &inside,
+                &NetnsSysctls(w.netns.to_owned()),
                 &Workload {
                     interface: w.host_interface,
                     netns: w.netns,

@@ -98,6 +98,7 @@ pub async fn plumb<L: Netlink>(
     host: &L,
     host_sysctls: &dyn Sysctls,
     inside: &L,
+    inside_sysctls: &dyn Sysctls,
     w: &Workload<'_>,
 ) -> Result<(), PlumbError> {
     let interface = w.interface;
@@ -127,7 +128,7 @@ pub async fn plumb<L: Netlink>(
     host.add_veth(interface, &peer, Some(w.netns))
         .await
         .map_err(nl)?;
-    let made = configure(host, host_sysctls, inside, &peer, w).await;
+    let made = configure(host, host_sysctls, inside, inside_sysctls, &peer, w).await;
     if made.is_err()
         && let Err(error) = host.delete_link(interface).await
     {
@@ -140,11 +141,16 @@ async fn configure<L: Netlink>(
     host: &L,
     host_sysctls: &dyn Sysctls,
     inside: &L,
+    inside_sysctls: &dyn Sysctls,
     peer: &str,
     w: &Workload<'_>,
 ) -> Result<(), PlumbError> {
     let interface = w.interface;
     let nl = |error| PlumbError::Netlink {
+        interface: interface.to_owned(),
+        error,
+    };
+    let sysctl = |error| PlumbError::Sysctl {
         interface: interface.to_owned(),
         error,
     };
@@ -155,31 +161,45 @@ async fn configure<L: Netlink>(
         host.set_mtu(interface, mtu).await.map_err(nl)?;
         inside.set_mtu(peer, mtu).await.map_err(nl)?;
     }
-    for (key, value) in [
+    let ipv4 = [
         ("net/ipv4/conf/{}/proxy_arp", "1"),
         ("net/ipv4/neigh/{}/proxy_delay", "0"),
         ("net/ipv4/conf/{}/forwarding", "1"),
-    ] {
+    ];
+    // As Calico: no router advertisements taken from a workload, neighbour proxying on; and
+    // no duplicate address detection, written before the link comes up, so that the
+    // link-local address the workload routes through is usable at once instead of staying
+    // tentative for a second or two after ADD.
+    let ipv6 = [
+        ("net/ipv6/conf/{}/accept_ra", "0"),
+        ("net/ipv6/conf/{}/proxy_ndp", "1"),
+        ("net/ipv6/conf/{}/accept_dad", "0"),
+    ];
+    let has_ipv6 = w.addresses.iter().any(IpAddr::is_ipv6);
+    let sysctls = ipv4.iter().chain(if has_ipv6 { &ipv6[..] } else { &[] });
+    for (key, value) in sysctls {
         host_sysctls
             .write(&key.replace("{}", interface), value)
-            .map_err(|error| PlumbError::Sysctl {
-                interface: interface.to_owned(),
-                error,
-            })?;
+            .map_err(sysctl)?;
     }
     host.set_up(interface).await.map_err(nl)?;
 
     let eth = w.inside;
     inside.rename(peer, eth).await.map_err(nl)?;
+    if has_ipv6 {
+        // As Calico: the workload's link-local address (the source of its neighbour
+        // solicitations for the gateway) is usable at once too.
+        inside_sysctls
+            .write(&format!("net/ipv6/conf/{eth}/accept_dad"), "0")
+            .map_err(sysctl)?;
+    }
     inside.set_up("lo").await.map_err(nl)?;
     inside.set_up(eth).await.map_err(nl)?;
-    let mut v4 = false;
-    let mut v6 = false;
     for addr in w.addresses {
-        let net = IpNet::from(*addr);
-        inside.add_address(eth, net).await.map_err(nl)?;
-        v4 |= addr.is_ipv4();
-        v6 |= addr.is_ipv6();
+        inside
+            .add_address(eth, IpNet::from(*addr))
+            .await
+            .map_err(nl)?;
     }
     let via = |dst: IpNet, gateway: Option<IpAddr>| Route {
         dst,
@@ -188,7 +208,7 @@ async fn configure<L: Netlink>(
         scope_link: gateway.is_none(),
         onlink: gateway.is_some(),
     };
-    if v4 {
+    if w.addresses.iter().any(IpAddr::is_ipv4) {
         let gw = IpAddr::V4(GATEWAY_V4);
         inside
             .replace_route(&via(IpNet::from(gw), None))
@@ -199,7 +219,7 @@ async fn configure<L: Netlink>(
             .await
             .map_err(nl)?;
     }
-    if v6 {
+    if has_ipv6 {
         inside
             .replace_route(&via(default_route(true), Some(IpAddr::V6(GATEWAY_V6))))
             .await

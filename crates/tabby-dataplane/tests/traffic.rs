@@ -139,6 +139,7 @@ async fn plumb(host: &RtNetlink, host_ns: &NetNs, iface: &str, ip: &str) -> Work
         host,
         &NetnsSysctls(host_ns.path().to_owned()),
         &inside,
+        &NetnsSysctls(ns.path().to_owned()),
         &workload::Workload {
             interface: iface,
             netns: ns.path(),
@@ -663,4 +664,102 @@ fn real_netlink_batches_route_writes_and_maps_refusals_to_their_routes() {
             .await
             .expect("nothing of tabby's there");
     });
+}
+
+/// `ip -6 addr show dev IFACE` in a namespace.
+fn ipv6_addresses(ns: &NetNs, iface: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-n", ns.name(), "-6", "addr", "show", "dev", iface])
+        .output()
+        .expect("ip addr");
+    assert!(out.status.success(), "ip addr: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A dual-stack workload can use IPv6 the moment plumbing returns: its address and the host
+/// side's link-local address (its gateway) are not held tentative by duplicate address
+/// detection, and a TCP connection through the gateway goes through at once.
+#[test]
+fn a_dual_stack_workload_has_working_ipv6_as_soon_as_it_is_plumbed() {
+    if !tabby_test_util::root_or_skip(
+        "a_dual_stack_workload_has_working_ipv6_as_soon_as_it_is_plumbed",
+    ) {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("runtime");
+    let host_ns = NetNs::new("tbt-host6").expect("host namespace");
+    let wl = NetNs::new("tbt-wl6").expect("workload namespace");
+    let v6: IpAddr = "fd00:65::9".parse().expect("valid");
+    rt.block_on(async {
+        let host = RtNetlink::in_netns(host_ns.path()).expect("netlink in host");
+        host.set_up("lo").await.expect("lo up");
+        let inside = RtNetlink::in_netns(wl.path()).expect("netlink in workload");
+        let addresses = [IpAddr::V4(v4("10.65.0.9")), v6];
+        workload::plumb(
+            &host,
+            &NetnsSysctls(host_ns.path().to_owned()),
+            &inside,
+            &NetnsSysctls(wl.path().to_owned()),
+            &workload::Workload {
+                interface: "tbv6",
+                netns: wl.path(),
+                inside: workload::WORKLOAD_INTERFACE,
+                addresses: &addresses,
+                mtu: None,
+            },
+        )
+        .await
+        .expect("plumb workload");
+        host.replace_route(&Route {
+            dst: IpNet::from(v6),
+            dev: Some("tbv6".to_owned()),
+            gateway: None,
+            scope_link: true,
+            onlink: false,
+        })
+        .await
+        .expect("host route to the workload");
+    });
+    let inside = ipv6_addresses(&wl, workload::WORKLOAD_INTERFACE);
+    assert!(
+        inside.contains("fd00:65::9/128") && !inside.contains("tentative"),
+        "the workload's address is usable at once:\n{inside}"
+    );
+    let host_side = ipv6_addresses(&host_ns, "tbv6");
+    assert!(
+        host_side.contains("fe80::ecee:eeff:feee:eeee") && !host_side.contains("tentative"),
+        "the gateway address is usable at once:\n{host_side}"
+    );
+    // The workload reaches an address of the host through its gateway, and the answer
+    // comes back through the host route: neighbour discovery both ways, at once.
+    let host_ip: IpAddr = "fd00:1::1".parse().expect("valid");
+    let out = std::process::Command::new("ip")
+        .args([
+            "-n",
+            host_ns.name(),
+            "addr",
+            "add",
+            "fd00:1::1/128",
+            "dev",
+            "lo",
+            "nodad",
+        ])
+        .output()
+        .expect("ip addr add");
+    assert!(out.status.success(), "{out:?}");
+    let listener = host_ns
+        .run(|| TcpListener::bind((host_ip, 7070)).expect("bind"))
+        .expect("enter host namespace");
+    let connected = wl
+        .run(|| {
+            TcpStream::connect_timeout(&SocketAddr::from((host_ip, 7070)), Duration::from_secs(2))
+        })
+        .expect("enter workload namespace");
+    let stream = connected.expect("the workload connects to the host over IPv6 at once");
+    let (_, from) = listener.accept().expect("accept");
+    assert_eq!(from.ip(), v6, "from the workload's address");
+    drop(stream);
 }

@@ -281,10 +281,10 @@ fn make_namespaces(state: &LabState) -> Result<(), LabError> {
         netns::create(&t.netns)?;
     }
     if state.ipv6() {
-        // No duplicate address detection on the lab's links (every address is unique by
-        // construction, and a pod's veth is point to point, where Calico's CNI turns it off
-        // too): an address would otherwise be unusable for its first one or two seconds.
-        // Set before any interface exists, so that every later one inherits it.
+        // No duplicate address detection on the lab's fabric links (every address is unique
+        // by construction): an address would otherwise be unusable for its first one or two
+        // seconds. Set before any interface exists, so that every later one inherits it.
+        // (Workload veths need nothing here: the plumbing turns it off on both ends.)
         let namespaces = std::iter::once(&state.fabric_netns)
             .chain(state.nodes.iter().map(|n| &n.netns))
             .chain(state.tor.iter().map(|t| &t.netns));
@@ -398,7 +398,7 @@ fn make_namespaces(state: &LabState) -> Result<(), LabError> {
 
 /// Turns IPv6 duplicate address detection off for the interfaces a namespace gets from now
 /// on (see `make_namespaces`).
-pub(crate) fn no_dad(netns: &str) -> Result<(), LabError> {
+fn no_dad(netns: &str) -> Result<(), LabError> {
     let sysctls = NetnsSysctls(ns_path(netns));
     for iface in ["all", "default"] {
         sysctls.write(&format!("net/ipv6/conf/{iface}/accept_dad"), "0")?;

@@ -307,12 +307,6 @@ impl Lab {
             let _ = netns::delete(&want.netns);
         }
         netns::create(&want.netns)?;
-        if self.state.ipv6()
-            && let Err(err) = crate::fabric::no_dad(&want.netns)
-        {
-            let _ = netns::delete(&want.netns);
-            return Err(err);
-        }
         let mut made = want.clone();
         let plumbed = match want.kind {
             WorkloadKind::Pod => cni::add(&self.state, store, want, &path, pools)
@@ -387,6 +381,7 @@ impl Lab {
                     &host,
                     &NetnsSysctls(node_path.clone()),
                     &inside,
+                    &NetnsSysctls(path.to_owned()),
                     &Workload {
                         interface: &want.interface,
                         netns: path,

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use futures_util::TryStreamExt;
 use ipnet::IpNet;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkInfo};
 use rtnetlink::packet_route::neighbour::NeighbourState;
 use rtnetlink::packet_route::route::{
@@ -320,10 +321,21 @@ impl Netlink for RtNetlink {
 
     async fn add_address(&self, name: &str, addr: IpNet) -> Result<(), NetlinkError> {
         let index = self.index(name).await?;
-        self.handle
+        let mut request = self
+            .handle
             .address()
             .add(index, addr.addr(), addr.prefix_len())
-            .replace()
+            .replace();
+        if addr.addr().is_ipv6() {
+            // A workload's address is unique by IPAM: duplicate address detection would only
+            // hold it tentative (unusable) for a second or two after it is added.
+            let message = request.message_mut();
+            message.header.flags |= AddressHeaderFlags::Nodad;
+            message
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        request
             .execute()
             .await
             .map_err(kernel("add address", format!("{addr} on {name}")))

@@ -29,6 +29,7 @@ fn both_ends_are_configured_as_calico_does() {
     // The kernel moves the peer into the workload namespace; the fake is told so.
     inside.add_link("tbabcdef12345x");
     let sysctls = RecordedSysctls::default();
+    let inside_sysctls = RecordedSysctls::default();
     let addresses: [IpAddr; 2] = ["10.65.0.7".parse().unwrap(), "fd00::7".parse().unwrap()];
     let w = Workload {
         interface: "tbabcdef12345",
@@ -37,7 +38,7 @@ fn both_ends_are_configured_as_calico_does() {
         addresses: &addresses,
         mtu: Some(1400),
     };
-    block_on(plumb(&host, &sysctls, &inside, &w)).expect("plumbed");
+    block_on(plumb(&host, &sysctls, &inside, &inside_sysctls, &w)).expect("plumbed");
 
     let h = host.state();
     let link = &h.links["tbabcdef12345"];
@@ -53,6 +54,24 @@ fn both_ends_are_configured_as_calico_does() {
             .any(|(k, v)| k == "net/ipv4/conf/tbabcdef12345/proxy_arp" && v == "1"),
         "{:?}",
         sysctls.0.borrow()
+    );
+    for key in [
+        "net/ipv6/conf/tbabcdef12345/accept_ra",
+        "net/ipv6/conf/tbabcdef12345/accept_dad",
+    ] {
+        assert!(
+            sysctls.0.borrow().iter().any(|(k, v)| k == key && v == "0"),
+            "{key}: {:?}",
+            sysctls.0.borrow()
+        );
+    }
+    assert_eq!(
+        *inside_sysctls.0.borrow(),
+        [(
+            format!("net/ipv6/conf/{WORKLOAD_INTERFACE}/accept_dad"),
+            "0".to_owned()
+        )],
+        "the workload side's address is usable at once"
     );
     assert!(h.routes.is_empty(), "the host route is the agent's");
 
@@ -95,7 +114,14 @@ fn a_failure_leaves_no_veth_behind() {
         addresses: &addresses,
         mtu: None,
     };
-    let err = block_on(plumb(&host, &RecordedSysctls::default(), &inside, &w)).unwrap_err();
+    let err = block_on(plumb(
+        &host,
+        &RecordedSysctls::default(),
+        &inside,
+        &RecordedSysctls::default(),
+        &w,
+    ))
+    .unwrap_err();
     assert!(err.to_string().contains("tbabcdef12345"), "{err}");
     assert!(host.state().links.is_empty(), "{:?}", host.state().links);
 }
@@ -116,7 +142,14 @@ fn bad_requests_are_refused_before_any_write() {
             addresses: addrs,
             mtu: None,
         };
-        let err = block_on(plumb(&host, &RecordedSysctls::default(), &host, &w)).unwrap_err();
+        let err = block_on(plumb(
+            &host,
+            &RecordedSysctls::default(),
+            &host,
+            &RecordedSysctls::default(),
+            &w,
+        ))
+        .unwrap_err();
         assert!(matches!(err, PlumbError::Invalid { .. }), "{err}");
     }
     assert!(host.state().links.is_empty());

@@ -105,6 +105,7 @@ pub(crate) fn plumb(host: &NetNs, iface: &str, ip: &str) -> NetNs {
             &h,
             &NetnsSysctls(host.path().to_owned()),
             &inside,
+            &NetnsSysctls(wl.path().to_owned()),
             &workload::Workload {
                 interface: iface,
                 netns: wl.path(),
