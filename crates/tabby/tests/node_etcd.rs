@@ -299,6 +299,22 @@ fn etcdctl(ns: &NetNs, args: &[&str]) {
     assert!(out.status.success(), "etcdctl {args:?}: {}", text(&out));
 }
 
+/// Writes the host's resources and a policy allowing only `a` to reach `b`, then waits until
+/// the host's agent is ready and enforces it.
+fn apply_and_see_enforced(host: &Host, etcd_ns: &NetNs, url: &str, dir: &Path) {
+    tabby(
+        etcd_ns,
+        url,
+        &["apply", "-f", "-"],
+        &resources(std::slice::from_ref(host)),
+    );
+    tabby(etcd_ns, url, &["apply", "-f", "-"], &policy("a"));
+    host.wait("ready", dir, Host::ready);
+    host.wait("the policy enforced", dir, |h| {
+        h.verdicts() == (true, false)
+    });
+}
+
 /// `/readyz` answers 503 with a body containing every one of `words`.
 fn not_ready_saying(h: &Host, words: &[&str]) -> bool {
     matches!(h.get("/readyz"), Some((503, body)) if words.iter().all(|w| body.contains(w)))
@@ -367,17 +383,7 @@ fn an_agent_that_cannot_open_etcd_says_why_retries_and_starts_once_it_can() {
 
     // The foreign key goes: the agent opens the datastore and enforces what it holds.
     etcdctl(&etcd_ns, &["del", "/tabby-a/theirs"]);
-    tabby(
-        &etcd_ns,
-        url,
-        &["apply", "-f", "-"],
-        &resources(std::slice::from_ref(&host)),
-    );
-    tabby(&etcd_ns, url, &["apply", "-f", "-"], &policy("a"));
-    host.wait("ready", dir.path(), Host::ready);
-    host.wait("the policy enforced", dir.path(), |h| {
-        h.verdicts() == (true, false)
-    });
+    apply_and_see_enforced(&host, &etcd_ns, url, dir.path());
     drop(agent);
     drop(cluster);
 }
@@ -455,18 +461,8 @@ fn an_agent_with_the_wrong_etcd_ca_says_so_and_runs_with_the_right_one() {
     drop(agent);
 
     let right = format!("{base}{}", files(&certs.join("ca.pem")));
-    tabby(
-        &etcd_ns,
-        &right,
-        &["apply", "-f", "-"],
-        &resources(std::slice::from_ref(&host)),
-    );
-    tabby(&etcd_ns, &right, &["apply", "-f", "-"], &policy("a"));
     let agent = host.start_agent(&right, dir.path());
-    host.wait("ready", dir.path(), Host::ready);
-    host.wait("the policy enforced", dir.path(), |h| {
-        h.verdicts() == (true, false)
-    });
+    apply_and_see_enforced(&host, &etcd_ns, &right, dir.path());
     drop(agent);
     drop(cluster);
 }
