@@ -411,15 +411,12 @@ fn no_dad(netns: &str) -> Result<(), LabError> {
 /// on workload interfaces needs it too (it answers for 169.254.1.1 only when the host routes
 /// that address elsewhere).
 fn default_route(netns: &str, gateway: Ipv4Addr) -> Result<(), LabError> {
-    let out = Command::new("ip")
-        .args(["-n", netns, "route", "replace", "default", "via"])
-        .arg(gateway.to_string())
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|error| LabError::Spawn {
-            what: "ip route (iproute2)".to_owned(),
-            error,
-        })?;
+    let out = process::output(
+        "ip route (iproute2)",
+        Command::new("ip")
+            .args(["-n", netns, "route", "replace", "default", "via"])
+            .arg(gateway.to_string()),
+    )?;
     if out.status.success() {
         Ok(())
     } else {

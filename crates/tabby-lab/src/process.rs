@@ -7,7 +7,7 @@ use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::MetadataExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,17 @@ pub(crate) type NsId = (u64, u64);
 
 pub(crate) fn ns_id(path: &Path) -> Option<NsId> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Runs a short tool (`ip`, `install`, ...) to completion with no input; `what` names it in
+/// the error when it cannot be started. Its exit status is the caller's to judge.
+pub(crate) fn output(what: &str, cmd: &mut Command) -> Result<Output, LabError> {
+    cmd.stdin(Stdio::null())
+        .output()
+        .map_err(|error| LabError::Spawn {
+            what: what.to_owned(),
+            error,
+        })
 }
 
 /// Starts `cmd` inside the namespace at `netns_path` (the child starts on a thread that

@@ -351,15 +351,10 @@ fn make_outside(config: &LabConfig, tor: &TorState) -> Result<(), LabError> {
         "up".into(),
     ]);
     for args in steps {
-        let out = Command::new("ip")
-            .args(["-n", &tor.netns])
-            .args(&args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|error| LabError::Spawn {
-                what: "ip (iproute2)".to_owned(),
-                error,
-            })?;
+        let out = process::output(
+            "ip (iproute2)",
+            Command::new("ip").args(["-n", &tor.netns]).args(&args),
+        )?;
         if !out.status.success() {
             return Err(LabError::NotReady {
                 what: "the router's outside network".to_owned(),
@@ -593,15 +588,12 @@ fn make_frr_pathspace(space: &Path) -> Result<(), LabError> {
     if space.exists() {
         std::fs::remove_dir_all(space).map_err(LabError::io("remove", space))?;
     }
-    let out = Command::new("install")
-        .args(["-d", "-o", "frr", "-g", "frr"])
-        .arg(space)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|error| LabError::Spawn {
-            what: "install -d (FRR's runtime folder)".to_owned(),
-            error,
-        })?;
+    let out = process::output(
+        "install -d (FRR's runtime folder)",
+        Command::new("install")
+            .args(["-d", "-o", "frr", "-g", "frr"])
+            .arg(space),
+    )?;
     if out.status.success() {
         Ok(())
     } else {

@@ -71,14 +71,10 @@ pub(crate) fn sessions(lab: &str, tor: &TorState, dir: &Path) -> Result<String, 
 /// route, as FRR makes when several nodes advertise a prefix).
 fn kernel_routes(tor: &TorState, addr: IpAddr) -> Result<Vec<(IpNet, Vec<IpAddr>)>, LabError> {
     let family = if addr.is_ipv4() { "-4" } else { "-6" };
-    let out = Command::new("ip")
-        .args(["-n", &tor.netns, family, "-j", "route", "show"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|error| LabError::Spawn {
-            what: "ip route (iproute2)".to_owned(),
-            error,
-        })?;
+    let out = crate::process::output(
+        "ip route (iproute2)",
+        Command::new("ip").args(["-n", &tor.netns, family, "-j", "route", "show"]),
+    )?;
     Ok(parse_kernel_routes(&out.stdout))
 }
 
